@@ -1,0 +1,256 @@
+"""The ``countersign`` command: serve, db, policy, ledger and clients."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from countersign import __version__
+from countersign.core.errors import CountersignError, PolicyInvalid
+from countersign.policy import (
+    Policy,
+    Subject,
+    check_policy_file,
+    explain,
+    load_policy,
+    render_explanation,
+    render_problems,
+)
+from countersign.settings import ConfigError, Settings, load_settings
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    """``k=v`` with ``v`` read as JSON when it is JSON (``rows=5`` is the number 5)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="countersign", description="Action-level approvals decided in Slack and Teams."
+    )
+    parser.add_argument("--version", action="version", version=f"countersign {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--policy", type=Path, help="policy file (default: COUNTERSIGN_POLICY)")
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True, metavar="SUBCOMMAND"
+    )
+    db.add_parser("upgrade", help="apply migrations")
+
+    policy = commands.add_parser("policy", help="check or explain a policy").add_subparsers(
+        dest="policy_command", required=True, metavar="SUBCOMMAND"
+    )
+    check = policy.add_parser("check", help="validate a policy file, every problem with its line")
+    check.add_argument("file", nargs="?", type=Path)
+    expl = policy.add_parser("explain", help="which rule matches a request, and why")
+    expl.add_argument("--policy", type=Path)
+    expl.add_argument("--action", required=True)
+    expl.add_argument("--resource", required=True)
+    expl.add_argument("--reason", default="")
+    expl.add_argument("--requested-by")
+    expl.add_argument("--client", default="")
+    expl.add_argument("--param", type=_kv, action="append", default=[], metavar="KEY=VALUE")
+    expl.add_argument("--context", type=_kv, action="append", default=[], metavar="KEY=VALUE")
+
+    ledger = commands.add_parser("ledger", help="verify or export the ledger").add_subparsers(
+        dest="ledger_command", required=True, metavar="SUBCOMMAND"
+    )
+    verify = ledger.add_parser("verify", help="check the hash chain; exit 1 at the first bad entry")
+    verify.add_argument("--expect-head", metavar="HASH", help="fail unless the head is this hash")
+    export = ledger.add_parser("export", help="write the ledger as evidence")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--out", type=Path, help="file to write (default: standard output)")
+
+    clients = commands.add_parser("clients", help="API clients").add_subparsers(
+        dest="clients_command", required=True, metavar="SUBCOMMAND"
+    )
+    add = clients.add_parser("add", help="create a client; prints its token once")
+    add.add_argument("name")
+    add.add_argument("--owner", help="e-mail of the human responsible for the client")
+    clients.add_parser("list", help="list clients")
+    revoke = clients.add_parser("revoke", help="revoke a client's token at once")
+    revoke.add_argument("name")
+    return parser
+
+
+async def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    """Run ``work(service)`` on a migrated database, then close it."""
+    from countersign.service import ApprovalService
+    from storage import SqlStore, create_engine
+    from storage.migrate import upgrade
+
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+        policy = load_policy(settings.policy_path())
+        return await work(ApprovalService(SqlStore(engine), policy))
+    finally:
+        await engine.dispose()
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from aiohttp import web
+
+    from countersign.server import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    path = args.policy or settings.policy_path()
+    policy = load_policy(path)
+    logging.getLogger("countersign").info(
+        "policy %s: %d rules; database %s",
+        path,
+        len(policy.rules),
+        settings.database_url.split("://")[0],
+    )
+    web.run_app(create_app(settings, policy), host=args.host, port=args.port, print=None)
+    return EXIT_OK
+
+
+def _db(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from storage import create_engine
+    from storage.migrate import current_revision, upgrade
+
+    async def run() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            print(f"database is at revision {await current_revision(engine)}", file=out)
+        finally:
+            await engine.dispose()
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def _policy(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    if args.policy_command == "check":
+        path = args.file or settings.policy_path()
+        problems = check_policy_file(path)
+        if problems:
+            print(render_problems(problems), file=out)
+            print(f"{path}: {len(problems)} problem(s)", file=out)
+            return EXIT_FAILED
+        checked = load_policy(path)
+        print(f"{path}: OK ({len(checked.rules)} rules, {len(checked.groups)} groups)", file=out)
+        return EXIT_OK
+    policy: Policy = load_policy(args.policy or settings.policy_path())
+    subject = Subject(
+        action=args.action,
+        resource=args.resource,
+        reason=args.reason,
+        params=dict(args.param),
+        context=dict(args.context),
+        requested_by=args.requested_by,
+        client=args.client,
+    )
+    print(render_explanation(explain(policy, subject)), file=out)
+    return EXIT_OK
+
+
+def _ledger(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from storage import create_engine
+    from storage import ledger as chain
+    from storage.migrate import upgrade
+
+    async def run() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            async with engine.connect() as conn:
+                if args.ledger_command == "verify":
+                    report = await chain.verify(conn)
+                    if not report.ok:
+                        print(
+                            f"ledger BROKEN at entry {report.bad_seq}: {report.problem}", file=out
+                        )
+                        return EXIT_FAILED
+                    if args.expect_head and args.expect_head != report.head_hash:
+                        head = report.head_hash
+                        print(f"ledger BROKEN: head is {head}, not {args.expect_head}", file=out)
+                        return EXIT_FAILED
+                    print(
+                        f"ledger OK: {report.checked} entries, head {report.head_seq} "
+                        f"{report.head_hash}",
+                        file=out,
+                    )
+                    return EXIT_OK
+                target = args.out.open("w", encoding="utf-8", newline="") if args.out else out
+                try:
+                    async for chunk in chain.export(conn, args.format):
+                        target.write(chunk)
+                finally:
+                    if args.out:
+                        target.close()
+                return EXIT_OK
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _clients(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    async def work(service: Any) -> int:
+        if args.clients_command == "add":
+            client, token = await service.add_client(args.name, args.owner)
+            print(f"client:  {client.name}", file=out)
+            print(f"owner:   {client.owner or '-'}", file=out)
+            print(f"token:   {token}", file=out)
+            print("Store the token now: it is not shown again (only its hash is kept).", file=out)
+        elif args.clients_command == "list":
+            for c in await service.list_clients():
+                state = f"revoked {c.revoked_at:%Y-%m-%d}" if c.revoked_at else "active"
+                print(f"{c.name}\t{c.owner or '-'}\t{state}", file=out)
+        else:
+            await service.revoke_client(args.name)
+            print(f"client {args.name} revoked", file=out)
+        return EXIT_OK
+
+    return asyncio.run(_with_service(settings, work))
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command line; the exit code is returned (and used by the console script)."""
+    out = out or sys.stdout
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command == "serve":
+            return _serve(args, settings)
+        handler = {"db": _db, "policy": _policy, "ledger": _ledger, "clients": _clients}
+        return handler[args.command](args, settings, out)
+    except ConfigError as exc:
+        print(f"countersign: configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PolicyInvalid as exc:
+        print(render_problems(exc.problems), file=sys.stderr)
+        return EXIT_USAGE
+    except CountersignError as exc:
+        print(f"countersign: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,386 @@
+"""The service the adapters call: every operation in one transaction, ledger included.
+
+REST, Slack, Teams and the CLI parse their input, call one method here, and
+render what comes back (a request) or the typed error it raises. The rules
+themselves are in ``countersign.core``; the SQL is in ``storage``; this module
+sequences them: lock, decide, write, append to the ledger, queue callbacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ulid import ULID
+
+from countersign.core.digest import canonical_json
+from countersign.core.errors import (
+    AlreadyVoted,
+    CountersignError,
+    Expired,
+    FieldError,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+)
+from countersign.core.identity import normalize_email
+from countersign.core.model import ApprovalRequest, Choice, RuleSnapshot, Status, Verdict
+from countersign.core.requests import RequestSpec, open_request, validate_spec
+from countersign.core.voting import Ballot, VoteResult, cancel, cast_vote, expire_if_due
+from countersign.policy import Policy, Subject, evaluate
+from countersign.ports import (
+    ApiClient,
+    Clock,
+    DuplicateKey,
+    HistoryQuery,
+    Store,
+    SystemClock,
+    Transaction,
+)
+from countersign.resource import iso, to_resource
+
+__all__ = ["NO_RULE", "ApprovalService", "Created", "new_request_id", "token_sha256"]
+
+# What applies when no rule matches: deny, and say so.
+NO_RULE = RuleSnapshot(name="(no matching rule)", verdict=Verdict.DENY)
+_NO_RULE_TTL_SECONDS = 60
+
+_FINAL_EVENTS = {
+    Status.APPROVED: "request.decided",
+    Status.DENIED: "request.decided",
+    Status.EXPIRED: "request.expired",
+    Status.CANCELLED: "request.cancelled",
+}
+
+
+def new_request_id() -> str:
+    """A new request id: ``req_`` and a ULID (time-ordered, so history pages by id)."""
+    return f"req_{ULID()}"
+
+
+def token_sha256(token: str) -> str:
+    """How bearer tokens are stored: their SHA-256 (they are 256-bit random, so no salt)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Created:
+    """A request from ``create_request``; ``created`` is False for an idempotent replay."""
+
+    request: ApprovalRequest
+    created: bool
+
+
+class ApprovalService:
+    """Create, vote on, cancel, expire and list requests; manage API clients."""
+
+    def __init__(self, store: Store, policy: Policy, clock: Clock | None = None) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock: Clock = clock or SystemClock()
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def create_request(
+        self, client: ApiClient, spec: RequestSpec, *, idempotency_key: str | None = None
+    ) -> Created:
+        """Validate, apply the policy, store the request and its ledger events.
+
+        The same ``idempotency_key`` and body returns the first request
+        (``created=False``); the same key with another body raises
+        ``IdempotencyConflict``.
+        """
+        spec = validate_spec(spec)
+        body = canonical_json(asdict(spec))
+        body_digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+        if idempotency_key is not None:
+            replay = await self._replay(client, idempotency_key, body_digest)
+            if replay is not None:
+                return replay
+
+        rule = evaluate(
+            self.policy,
+            Subject(
+                action=spec.action,
+                resource=spec.resource,
+                reason=spec.reason,
+                params=spec.params,
+                context=spec.context,
+                requested_by=spec.requested_by,
+                client=client.name,
+            ),
+        )
+        now = self.clock.now()
+        request = open_request(
+            request_id=new_request_id(),
+            spec=spec,
+            client=client.name,
+            client_owner=client.owner,
+            rule=rule.snapshot() if rule is not None else NO_RULE,
+            rule_ttl=rule.ttl if rule is not None else timedelta(seconds=_NO_RULE_TTL_SECONDS),
+            now=now,
+        )
+        try:
+            async with self.store.write() as tx:
+                await tx.insert_request(
+                    request, idempotency_key=idempotency_key, body_sha256=body_digest
+                )
+                await tx.append_ledger(
+                    "request.created",
+                    at=now,
+                    request_id=request.id,
+                    actor=client.name,
+                    data={
+                        "action": request.action,
+                        "resource": request.resource,
+                        "reason": request.reason,
+                        "params": dict(request.params),
+                        "params_sha256": request.params_sha256,
+                        "context": dict(request.context),
+                        "requested_by": request.requested_by,
+                        "client_owner": request.client_owner,
+                        "callback_url": request.callback_url,
+                    },
+                )
+                await tx.append_ledger(
+                    "policy.decided",
+                    at=now,
+                    request_id=request.id,
+                    actor="policy",
+                    data={
+                        "rule": request.rule.name,
+                        "verdict": request.rule.verdict.value,
+                        "approvers": sorted(request.rule.approvers),
+                        "quorum": request.rule.quorum,
+                        "deny_quorum": request.rule.deny_quorum,
+                        "expires_at": iso(request.expires_at),
+                    },
+                )
+                if request.status.is_final:
+                    await self._finalize(tx, request, now, actor="policy")
+        except DuplicateKey:
+            # Another writer created it under the same key between our check and insert.
+            if idempotency_key is None:
+                raise
+            replay = await self._replay(client, idempotency_key, body_digest)
+            if replay is None:
+                raise
+            return replay
+        return Created(request, True)
+
+    async def _replay(self, client: ApiClient, key: str, body_digest: str) -> Created | None:
+        async with self.store.read() as tx:
+            found = await tx.find_idempotent(client.name, key)
+        if found is None:
+            return None
+        request, digest = found
+        if digest != body_digest:
+            raise IdempotencyConflict(key, request.id)
+        return Created(request, False)
+
+    async def get_request(self, request_id: str, *, client: str | None = None) -> ApprovalRequest:
+        """One request; ``NotFound`` if absent or (with ``client``) not that client's."""
+        async with self.store.read() as tx:
+            request = await tx.get_request(request_id)
+        if request is None or (client is not None and request.client != client):
+            raise NotFound(request_id)
+        return request
+
+    async def cast_vote(
+        self,
+        request_id: str,
+        voter_email: str,
+        platform: str,
+        decision: Choice | str,
+        comment: str | None = None,
+        edited_params: Mapping[str, Any] | None = None,
+    ) -> VoteResult:
+        """Record one person's vote under the request's lock; refusals are recorded too.
+
+        Returns the request after the vote (``.decided`` tells whether it just
+        became final), or raises the typed error naming the broken rule. The
+        refused attempt is in the ledger either way.
+        """
+        try:
+            voter = normalize_email(voter_email)
+            choice = Choice(decision)
+        except ValueError as exc:
+            raise InvalidRequest([FieldError("vote", str(exc))]) from exc
+        ballot = Ballot(voter, platform, choice, comment, edited_params)
+        refused: CountersignError | None = None
+        async with self.store.write() as tx:
+            now = self.clock.now()
+            request = await tx.get_request(request_id, lock=True)
+            try:
+                if request is None:
+                    raise NotFound(request_id)
+                expired = expire_if_due(request, now)
+                if expired is not None:
+                    await self._finalize(tx, expired, now, actor="clock")
+                    request = expired
+                result = cast_vote(request, ballot, now)
+                if result.vote is not None:
+                    try:
+                        await tx.insert_vote(request.id, result.vote)
+                    except DuplicateKey as exc:  # the lock makes this unreachable; be sure
+                        raise AlreadyVoted(request.id, voter, "already") from exc
+                    await tx.append_ledger(
+                        "vote.cast",
+                        at=now,
+                        request_id=request.id,
+                        actor=voter,
+                        data={
+                            "platform": platform,
+                            "decision": choice.value,
+                            "comment": result.vote.comment,
+                            "params_sha256": result.vote.params_sha256,
+                            "edited_params": (
+                                dict(result.vote.edited_params)
+                                if result.vote.edited_params is not None
+                                else None
+                            ),
+                        },
+                    )
+                if result.decided:
+                    await self._finalize(tx, result.request, now, actor=voter)
+            except CountersignError as err:
+                refused = err
+                await tx.append_ledger(
+                    "vote.refused",
+                    at=now,
+                    request_id=request_id,
+                    actor=voter,
+                    data={
+                        "platform": platform,
+                        "decision": choice.value,
+                        "rule": err.code,
+                        "message": str(err),
+                    },
+                )
+        if refused is not None:
+            raise refused
+        return result
+
+    async def cancel(
+        self, request_id: str, *, by: str, reason: str | None = None, client: str | None = None
+    ) -> ApprovalRequest:
+        """Cancel a pending request (``client`` restricts it to the client that created it)."""
+        refused: CountersignError | None = None
+        async with self.store.write() as tx:
+            now = self.clock.now()
+            request = await tx.get_request(request_id, lock=True)
+            if request is None or (client is not None and request.client != client):
+                raise NotFound(request_id)
+            expired = expire_if_due(request, now)
+            if expired is not None:
+                # Record the expiry that was due, then refuse: commit first, raise after.
+                await self._finalize(tx, expired, now, actor="clock")
+                refused = Expired(request_id)
+            else:
+                request = cancel(request, now, by, reason)
+                await self._finalize(tx, request, now, actor=by)
+        if refused is not None:
+            raise refused
+        return request
+
+    async def expire_due(
+        self, now: datetime | None = None, limit: int = 100
+    ) -> list[ApprovalRequest]:
+        """Expire pending requests whose time has run out; each under its own lock.
+
+        Safe with several replicas: each request is re-read under its lock and
+        only a still-pending one is expired, so exactly one replica does it.
+        """
+        now = now or self.clock.now()
+        async with self.store.read() as tx:
+            due = await tx.due_request_ids(now, limit)
+        done: list[ApprovalRequest] = []
+        for request_id in due:
+            async with self.store.write() as tx:
+                request = await tx.get_request(request_id, lock=True)
+                expired = expire_if_due(request, now) if request is not None else None
+                if expired is not None:
+                    await self._finalize(tx, expired, now, actor="clock")
+                    done.append(expired)
+        return done
+
+    async def history(self, query: HistoryQuery) -> list[ApprovalRequest]:
+        """Requests matching ``query``, newest first."""
+        async with self.store.read() as tx:
+            return await tx.history(query)
+
+    async def _finalize(
+        self, tx: Transaction, request: ApprovalRequest, now: datetime, *, actor: str
+    ) -> None:
+        """Store a final state, its ledger event and its callback, in the caller's transaction."""
+        await tx.save_outcome(request)
+        await tx.append_ledger(
+            _FINAL_EVENTS[request.status],
+            at=now,
+            request_id=request.id,
+            actor=actor,
+            data={
+                "status": request.status.value,
+                "decided_by": list(request.decided_by),
+                "reason": request.decision_reason,
+                "approved_params_sha256": request.approved_params_sha256,
+            },
+        )
+        if request.callback_url:
+            await tx.enqueue_callback(
+                delivery_id=f"dlv_{ULID()}",
+                request_id=request.id,
+                event="request.decided",
+                url=request.callback_url,
+                payload=canonical_json(to_resource(request)),
+                at=now,
+            )
+
+    # -- API clients ----------------------------------------------------------------------
+
+    async def add_client(self, name: str, owner: str | None = None) -> tuple[ApiClient, str]:
+        """A new API client and its bearer token (shown once; only its hash is kept)."""
+        errors = []
+        if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
+            errors.append(FieldError("name", "1 to 64 letters, digits, '-' or '_'"))
+        try:
+            owner = normalize_email(owner) if owner else None
+        except ValueError:
+            errors.append(FieldError("owner", "must be an e-mail address"))
+        if errors:
+            raise InvalidRequest(errors)
+        token = "cs_" + secrets.token_urlsafe(32)
+        now = self.clock.now()
+        client = ApiClient(name=name, owner=owner, created_at=now)
+        try:
+            async with self.store.write() as tx:
+                await tx.add_client(client, token_sha256(token))
+                await tx.append_ledger(
+                    "client.added", at=now, actor=owner, data={"client": name, "owner": owner}
+                )
+        except DuplicateKey as exc:
+            raise InvalidRequest([FieldError("name", f"client {name!r} exists already")]) from exc
+        return client, token
+
+    async def authenticate(self, token: str) -> ApiClient | None:
+        """The active client holding ``token``, or None."""
+        async with self.store.read() as tx:
+            client = await tx.client_by_token(token_sha256(token))
+        return client if client is not None and client.revoked_at is None else None
+
+    async def list_clients(self) -> list[ApiClient]:
+        """Every API client."""
+        async with self.store.read() as tx:
+            return await tx.list_clients()
+
+    async def revoke_client(self, name: str) -> None:
+        """Revoke a client: its token stops working at once. ``NotFound`` if no such client."""
+        now = self.clock.now()
+        async with self.store.write() as tx:
+            if not await tx.revoke_client(name, now):
+                raise NotFound(name)
+            await tx.append_ledger("client.revoked", at=now, data={"client": name})

@@ -1,0 +1,87 @@
+"""Database URLs and engines: the one place that knows SQLite from PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["BEGIN_MODE", "DEFAULT_DATABASE_URL", "create_engine", "normalize_database_url"]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./countersign.db"
+
+# Execution option read by the SQLite "begin" hook: "IMMEDIATE" takes the write
+# lock at BEGIN, so two writers never both read a request and both decide it.
+BEGIN_MODE = "countersign_begin"
+
+_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def normalize_database_url(url: str) -> str:
+    """The async SQLAlchemy URL for ``url``; ValueError naming the scheme if unsupported.
+
+    ``postgres://`` and ``postgresql://`` (Heroku-style) become
+    ``postgresql+asyncpg://``; their ``sslmode`` becomes asyncpg's ``ssl``.
+    """
+    parts = urlsplit(url.strip())
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(
+            f"unsupported database scheme {parts.scheme!r}: use sqlite+aiosqlite:///PATH "
+            "or postgresql+asyncpg://USER@HOST/DB (postgres:// is accepted)"
+        )
+    if scheme.startswith("sqlite"):
+        # urlunsplit would fold "sqlite:////abs/path" into "sqlite://abs/path".
+        return scheme + url.strip()[len(parts.scheme) :]
+    pairs = [("ssl", v) if k == "sslmode" else (k, v) for k, v in parse_qsl(parts.query)]
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(pairs), parts.fragment))
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    """True for the SQLite backend."""
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine for ``url`` set up for Countersign's transactions.
+
+    SQLite: WAL, ``synchronous=NORMAL``, foreign keys on, a long busy timeout
+    (several processes may share the file), and BEGIN issued by us so a write
+    transaction can start ``IMMEDIATE``.
+    """
+    url = normalize_database_url(url)
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kwargs)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop the driver from issuing its own BEGIN; the "begin" hook below does.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(BEGIN_MODE, "DEFERRED")
+        if mode not in ("DEFERRED", "IMMEDIATE"):
+            raise ValueError(f"bad SQLite begin mode {mode!r}")
+        conn.exec_driver_sql(f"BEGIN {mode}")
