@@ -415,7 +415,7 @@ def test_vote_rules(
             cast_vote(request_, b, T0 + offset)
         assert info.type is expected  # not a subclass: the exact rule is named
         return
-    status, approvals, denials = expected
+    status, _approvals, _denials = expected
     result = cast_vote(request_, b, T0 + offset)
     counted = tally(result.request.votes)
     assert (result.request.status, counted.approvals, len(counted.denials)) == expected
@@ -470,10 +470,11 @@ def test_plain_approval_binds_to_requested_params() -> None:
 
 def test_tally_counts_distinct_people_only() -> None:
     digest = params_sha256(PARAMS)
-    votes = tuple(
-        Vote("alice@example.com", p, Choice.APPROVE, T0, params_sha256=digest)
-        for p in ("slack", "teams", "slack")
-    ) + (
+    votes = (
+        *tuple(
+            Vote("alice@example.com", p, Choice.APPROVE, T0, params_sha256=digest)
+            for p in ("slack", "teams", "slack")
+        ),
         Vote("bob@example.com", "teams", Choice.DENY, T0),
         Vote("bob@example.com", "slack", Choice.DENY, T0),
     )
