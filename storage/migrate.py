@@ -12,14 +12,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["current_revision", "head_revision", "upgrade"]
+__all__ = ["alembic_config", "current_revision", "head_revision", "upgrade"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Any fixed number: replicas starting together take turns instead of racing DDL.
 _PG_LOCK_KEY = 0x436F756E  # "Coun"
 
 
-def _config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic configuration for our migrations, bound to ``connection`` when given."""
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
@@ -28,7 +29,7 @@ def _config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest migration this code ships."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
 
@@ -47,7 +48,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Apply every migration up to ``revision``; safe to call from several replicas at once."""
 
     def run(connection: Connection) -> None:
-        command.upgrade(_config(connection), revision)
+        command.upgrade(alembic_config(connection), revision)
 
     async with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
