@@ -97,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
     """Run ``work(service)`` on a migrated database, then close it."""
+    from countersign.crypto import SecretBox
     from countersign.service import ApprovalService
     from storage import SqlStore, create_engine
     from storage.migrate import upgrade
@@ -105,7 +106,8 @@ async def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]
     try:
         await upgrade(engine)
         policy = load_policy(settings.policy_path())
-        return await work(ApprovalService(SqlStore(engine), policy))
+        sealer = SecretBox(settings.server_key())
+        return await work(ApprovalService(SqlStore(engine), policy, sealer=sealer))
     finally:
         await engine.dispose()
 
@@ -213,11 +215,16 @@ def _ledger(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 def _clients(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     async def work(service: Any) -> int:
         if args.clients_command == "add":
-            client, token = await service.add_client(args.name, args.owner)
-            print(f"client:  {client.name}", file=out)
-            print(f"owner:   {client.owner or '-'}", file=out)
-            print(f"token:   {token}", file=out)
-            print("Store the token now: it is not shown again (only its hash is kept).", file=out)
+            client, token, secret = await service.add_client(args.name, args.owner)
+            print(f"client:          {client.name}", file=out)
+            print(f"owner:           {client.owner or '-'}", file=out)
+            print(f"token:           {token}", file=out)
+            print(f"callback secret: {secret}", file=out)
+            print(
+                "Store both now: they are not shown again "
+                "(the token is kept hashed, the secret sealed with the server key).",
+                file=out,
+            )
         elif args.clients_command == "list":
             for c in await service.list_clients():
                 state = f"revoked {c.revoked_at:%Y-%m-%d}" if c.revoked_at else "active"

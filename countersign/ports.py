@@ -16,9 +16,12 @@ from countersign.core.model import ApprovalRequest, Status, Vote
 
 __all__ = [
     "ApiClient",
+    "ChangeListener",
     "Clock",
     "DuplicateKey",
     "HistoryQuery",
+    "ReceiptIssuer",
+    "Sealer",
     "Store",
     "SystemClock",
     "Transaction",
@@ -112,8 +115,18 @@ class Transaction(Protocol):
         """Requests matching ``query``, newest first, at most ``query.limit``."""
         ...
 
-    async def add_client(self, client: ApiClient, token_sha256: str) -> None:
+    async def add_client(
+        self, client: ApiClient, token_sha256: str, sealed_callback_secret: str | None
+    ) -> None:
         """Store a new API client (``DuplicateKey`` if the name is taken)."""
+        ...
+
+    async def sealed_callback_secret(self, name: str) -> str | None:
+        """The sealed callback secret of client ``name`` (None if it has none)."""
+        ...
+
+    async def notify_change(self, request_id: str) -> None:
+        """Tell other processes, on commit, that this request changed."""
         ...
 
     async def client_by_token(self, token_sha256: str) -> ApiClient | None:
@@ -126,6 +139,34 @@ class Transaction(Protocol):
 
     async def revoke_client(self, name: str, at: datetime) -> bool:
         """Mark a client revoked; False when there is no such active client."""
+        ...
+
+
+class ReceiptIssuer(Protocol):
+    """Signs the receipt an approved request carries (see ``countersign.receipts``)."""
+
+    def issue(self, request: ApprovalRequest) -> str:
+        """A signed receipt bound to the request's approved action and params."""
+        ...
+
+
+class Sealer(Protocol):
+    """Encrypts secrets at rest (see ``countersign.crypto.SecretBox``)."""
+
+    def seal(self, plaintext: str) -> str:
+        """The sealed form of ``plaintext``."""
+        ...
+
+    def open(self, sealed: str) -> str:
+        """The plaintext of a sealed value."""
+        ...
+
+
+class ChangeListener(Protocol):
+    """Told, after commit, that a request changed (waiters, the callback worker, cards)."""
+
+    def request_changed(self, request: ApprovalRequest) -> None:
+        """Called once per committed change, in this process."""
         ...
 
 

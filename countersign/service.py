@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,9 +34,12 @@ from countersign.core.voting import Ballot, VoteResult, cancel, cast_vote, expir
 from countersign.policy import Policy, Subject, evaluate
 from countersign.ports import (
     ApiClient,
+    ChangeListener,
     Clock,
     DuplicateKey,
     HistoryQuery,
+    ReceiptIssuer,
+    Sealer,
     Store,
     SystemClock,
     Transaction,
@@ -78,10 +81,28 @@ class Created:
 class ApprovalService:
     """Create, vote on, cancel, expire and list requests; manage API clients."""
 
-    def __init__(self, store: Store, policy: Policy, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: Policy,
+        clock: Clock | None = None,
+        *,
+        receipts: ReceiptIssuer | None = None,
+        sealer: Sealer | None = None,
+        listeners: Sequence[ChangeListener] = (),
+    ) -> None:
         self.store = store
         self.policy = policy
         self.clock: Clock = clock or SystemClock()
+        self.receipts = receipts
+        self.sealer = sealer
+        self.listeners: list[ChangeListener] = list(listeners)
+
+    def _changed(self, *requests: ApprovalRequest) -> None:
+        """Tell this process's listeners, after commit, what changed."""
+        for request in requests:
+            for listener in self.listeners:
+                listener.request_changed(request)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -161,7 +182,9 @@ class ApprovalService:
                     },
                 )
                 if request.status.is_final:
-                    await self._finalize(tx, request, now, actor="policy")
+                    request = await self._finalize(tx, request, now, actor="policy")
+                else:
+                    await tx.notify_change(request.id)
         except DuplicateKey:
             # Another writer created it under the same key between our check and insert.
             if idempotency_key is None:
@@ -170,6 +193,7 @@ class ApprovalService:
             if replay is None:
                 raise
             return replay
+        self._changed(request)
         return Created(request, True)
 
     async def _replay(self, client: ApiClient, key: str, body_digest: str) -> Created | None:
@@ -212,6 +236,7 @@ class ApprovalService:
             raise InvalidRequest([FieldError("vote", str(exc))]) from exc
         ballot = Ballot(voter, platform, choice, comment, edited_params)
         refused: CountersignError | None = None
+        changed: ApprovalRequest | None = None
         async with self.store.write() as tx:
             now = self.clock.now()
             request = await tx.get_request(request_id, lock=True)
@@ -220,8 +245,7 @@ class ApprovalService:
                     raise NotFound(request_id)
                 expired = expire_if_due(request, now)
                 if expired is not None:
-                    await self._finalize(tx, expired, now, actor="clock")
-                    request = expired
+                    request = changed = await self._finalize(tx, expired, now, actor="clock")
                 result = cast_vote(request, ballot, now)
                 if result.vote is not None:
                     try:
@@ -246,7 +270,11 @@ class ApprovalService:
                         },
                     )
                 if result.decided:
-                    await self._finalize(tx, result.request, now, actor=voter)
+                    final = await self._finalize(tx, result.request, now, actor=voter)
+                    result = replace(result, request=final)
+                else:
+                    await tx.notify_change(request.id)
+                changed = result.request
             except CountersignError as err:
                 refused = err
                 await tx.append_ledger(
@@ -261,6 +289,8 @@ class ApprovalService:
                         "message": str(err),
                     },
                 )
+        if changed is not None:
+            self._changed(changed)
         if refused is not None:
             raise refused
         return result
@@ -278,11 +308,11 @@ class ApprovalService:
             expired = expire_if_due(request, now)
             if expired is not None:
                 # Record the expiry that was due, then refuse: commit first, raise after.
-                await self._finalize(tx, expired, now, actor="clock")
+                request = await self._finalize(tx, expired, now, actor="clock")
                 refused = Expired(request_id)
             else:
-                request = cancel(request, now, by, reason)
-                await self._finalize(tx, request, now, actor=by)
+                request = await self._finalize(tx, cancel(request, now, by, reason), now, actor=by)
+        self._changed(request)
         if refused is not None:
             raise refused
         return request
@@ -304,8 +334,8 @@ class ApprovalService:
                 request = await tx.get_request(request_id, lock=True)
                 expired = expire_if_due(request, now) if request is not None else None
                 if expired is not None:
-                    await self._finalize(tx, expired, now, actor="clock")
-                    done.append(expired)
+                    done.append(await self._finalize(tx, expired, now, actor="clock"))
+        self._changed(*done)
         return done
 
     async def history(self, query: HistoryQuery) -> list[ApprovalRequest]:
@@ -315,8 +345,10 @@ class ApprovalService:
 
     async def _finalize(
         self, tx: Transaction, request: ApprovalRequest, now: datetime, *, actor: str
-    ) -> None:
-        """Store a final state, its ledger event and its callback, in the caller's transaction."""
+    ) -> ApprovalRequest:
+        """Store a final state with its receipt, ledger event and callback, in ``tx``."""
+        if request.status is Status.APPROVED and self.receipts is not None:
+            request = replace(request, receipt=self.receipts.issue(request))
         await tx.save_outcome(request)
         await tx.append_ledger(
             _FINAL_EVENTS[request.status],
@@ -339,11 +371,19 @@ class ApprovalService:
                 payload=canonical_json(to_resource(request)),
                 at=now,
             )
+        await tx.notify_change(request.id)
+        return request
 
     # -- API clients ----------------------------------------------------------------------
 
-    async def add_client(self, name: str, owner: str | None = None) -> tuple[ApiClient, str]:
-        """A new API client and its bearer token (shown once; only its hash is kept)."""
+    async def add_client(
+        self, name: str, owner: str | None = None
+    ) -> tuple[ApiClient, str, str | None]:
+        """A new client, its bearer token and its callback secret (both shown once).
+
+        Only the token's SHA-256 is kept. The callback secret (used to sign
+        callbacks) is sealed with the server key; without a sealer there is none.
+        """
         errors = []
         if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
             errors.append(FieldError("name", "1 to 64 letters, digits, '-' or '_'"))
@@ -354,17 +394,27 @@ class ApprovalService:
         if errors:
             raise InvalidRequest(errors)
         token = "cs_" + secrets.token_urlsafe(32)
+        callback_secret = "whsec_" + secrets.token_urlsafe(32) if self.sealer else None
+        sealed = self.sealer.seal(callback_secret) if self.sealer and callback_secret else None
         now = self.clock.now()
         client = ApiClient(name=name, owner=owner, created_at=now)
         try:
             async with self.store.write() as tx:
-                await tx.add_client(client, token_sha256(token))
+                await tx.add_client(client, token_sha256(token), sealed)
                 await tx.append_ledger(
                     "client.added", at=now, actor=owner, data={"client": name, "owner": owner}
                 )
         except DuplicateKey as exc:
             raise InvalidRequest([FieldError("name", f"client {name!r} exists already")]) from exc
-        return client, token
+        return client, token, callback_secret
+
+    async def callback_secret(self, name: str) -> str | None:
+        """The plaintext callback secret of client ``name``, for signing its callbacks."""
+        async with self.store.read() as tx:
+            sealed = await tx.sealed_callback_secret(name)
+        if sealed is None or self.sealer is None:
+            return None
+        return self.sealer.open(sealed)
 
     async def authenticate(self, token: str) -> ApiClient | None:
         """The active client holding ``token``, or None."""

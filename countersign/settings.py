@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from countersign.crypto import key_file_for, load_or_create_key
 from countersign.policy import EXAMPLE_POLICY_PATH
 from storage.engine import DEFAULT_DATABASE_URL, normalize_database_url
 
@@ -49,6 +50,17 @@ class Settings(BaseSettings):
     teams_allow_unauthenticated: bool = Field(
         default=False, validation_alias="TEAMS_ALLOW_UNAUTHENTICATED"
     )
+    secret_key: str | None = Field(default=None, validation_alias="COUNTERSIGN_SECRET_KEY")
+    allow_private_callbacks: bool = Field(
+        default=False, validation_alias="COUNTERSIGN_ALLOW_PRIVATE_CALLBACKS"
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("COUNTERSIGN_SECRET_KEY: must be at least 16 characters")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -83,6 +95,17 @@ class Settings(BaseSettings):
     def teams_enabled(self) -> bool:
         """Teams is on with an app id, or explicitly unauthenticated for the emulator."""
         return bool(self.microsoft_app_id) or self.teams_allow_unauthenticated
+
+    def server_key(self) -> str:
+        """The key that seals secrets at rest (see ``countersign.crypto``)."""
+        if self.secret_key:
+            return self.secret_key
+        if self.database_url.startswith("sqlite"):
+            return load_or_create_key(key_file_for(self.database_url))
+        raise ConfigError(
+            "COUNTERSIGN_SECRET_KEY: required with PostgreSQL (replicas must share it); "
+            "use any random string of 32+ characters"
+        )
 
     def policy_path(self) -> Path:
         """``COUNTERSIGN_POLICY``, else ``./countersign.yaml`` if present, else the example."""

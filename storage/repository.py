@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -21,7 +21,10 @@ from storage import ledger
 from storage.engine import BEGIN_MODE, is_sqlite
 from storage.tables import ApiClientRow, OutboxRow, RequestRow, VoteRow
 
-__all__ = ["SqlStore", "SqlTransaction"]
+__all__ = ["CHANGES_CHANNEL", "SqlStore", "SqlTransaction"]
+
+# PostgreSQL NOTIFY channel carrying the ids of changed requests.
+CHANGES_CHANNEL = "countersign_requests"
 
 R = RequestRow.__table__  # type: ignore[attr-defined]
 V = VoteRow.__table__  # type: ignore[attr-defined]
@@ -94,6 +97,7 @@ def _request_from_row(row: Any, votes: tuple[Vote, ...]) -> ApprovalRequest:
         decision_reason=row.decision_reason,
         approved_params=row.approved_params,
         approved_params_sha256=row.approved_params_sha256,
+        receipt=row.receipt,
     )
 
 
@@ -107,6 +111,7 @@ def _outcome_values(request: ApprovalRequest) -> dict[str, Any]:
             dict(request.approved_params) if request.approved_params is not None else None
         ),
         "approved_params_sha256": request.approved_params_sha256,
+        "receipt": request.receipt,
     }
 
 
@@ -294,7 +299,9 @@ class SqlTransaction:
         votes = await self._votes([row.id for row in rows])
         return [_request_from_row(row, tuple(votes[row.id])) for row in rows]
 
-    async def add_client(self, client: ApiClient, token_sha256: str) -> None:
+    async def add_client(
+        self, client: ApiClient, token_sha256: str, sealed_callback_secret: str | None
+    ) -> None:
         """Insert an API client; ``DuplicateKey`` when the name is taken."""
         try:
             async with self.conn.begin_nested():
@@ -303,11 +310,25 @@ class SqlTransaction:
                         name=client.name,
                         owner=client.owner,
                         token_sha256=token_sha256,
+                        callback_secret=sealed_callback_secret,
                         created_at=client.created_at,
                     )
                 )
         except IntegrityError as exc:
             raise DuplicateKey(str(exc.orig)) from exc
+
+    async def sealed_callback_secret(self, name: str) -> str | None:
+        """The sealed callback secret of a client."""
+        row = (await self.conn.execute(select(C.c.callback_secret).where(C.c.name == name))).first()
+        return None if row is None else row.callback_secret
+
+    async def notify_change(self, request_id: str) -> None:
+        """PostgreSQL: ``pg_notify`` on commit, so waiters on other replicas wake."""
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.execute(
+                text("SELECT pg_notify(:channel, :id)"),
+                {"channel": CHANGES_CHANNEL, "id": request_id},
+            )
 
     async def client_by_token(self, token_sha256: str) -> ApiClient | None:
         """The client with this token digest (revoked ones too: the caller checks)."""

@@ -30,6 +30,7 @@ __all__ = [
     "LedgerRow",
     "OutboxRow",
     "RequestRow",
+    "SigningKeyRow",
     "UTCDateTime",
     "VoteRow",
     "metadata",
@@ -102,6 +103,7 @@ class RequestRow(SQLModel, table=True):
     approved_params: dict[str, Any] | None = Field(default=None, sa_column=Column(_json()))
     approved_params_sha256: str | None = Field(default=None, sa_column=Column(String(64)))
     callback_url: str | None = Field(default=None, sa_column=Column(Text))
+    receipt: str | None = Field(default=None, sa_column=Column(Text))
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(255)))
     body_sha256: str | None = Field(default=None, sa_column=Column(String(64)))
 
@@ -134,6 +136,8 @@ class ApiClientRow(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     owner: str | None = Field(default=None, sa_column=Column(String(254)))
     token_sha256: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    # Sealed with the server key (countersign.crypto): callbacks are signed with it.
+    callback_secret: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_column=_ts())
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
@@ -194,6 +198,20 @@ class LedgerHeadRow(SQLModel, table=True):
     hash: str = Field(sa_column=Column(String(64), nullable=False))
 
 
+class SigningKeyRow(SQLModel, table=True):
+    """A receipt signing key (Ed25519); the private half is sealed with the server key."""
+
+    __tablename__ = "signing_keys"
+
+    kid: str = Field(sa_column=Column(String(64), primary_key=True))
+    public_jwk: str = Field(sa_column=Column(Text, nullable=False))
+    private_key: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=_ts())
+    # Set on rotation: no new receipts after it; published until its receipts expire.
+    retired_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    publish_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
 class OutboxRow(SQLModel, table=True):
     """A callback waiting to be delivered; written in the transaction that decided."""
 
@@ -211,5 +229,7 @@ class OutboxRow(SQLModel, table=True):
     attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     next_attempt_at: datetime = Field(sa_column=_ts())
     delivered_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    dead_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    last_status: int | None = Field(default=None, sa_column=Column(Integer))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_column=_ts())

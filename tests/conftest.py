@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from countersign.crypto import SecretBox
 from countersign.policy import EXAMPLE_POLICY_PATH, Policy, load_policy
 from countersign.service import ApprovalService
 from storage import SqlStore, create_engine
@@ -149,4 +150,6 @@ def example_policy() -> Policy:
 @pytest.fixture
 def service(store: SqlStore, example_policy: Policy, clock: ManualClock) -> ApprovalService:
     """The service on a fresh database, the example policy and a manual clock."""
-    return ApprovalService(store, example_policy, clock)
+    return ApprovalService(
+        store, example_policy, clock, sealer=SecretBox("test-server-key-0123456789")
+    )

@@ -129,6 +129,7 @@ class ApprovalRequest:
     decision_reason: str | None = None
     approved_params: JsonObject | None = None
     approved_params_sha256: str | None = None
+    receipt: str | None = None
 
     @property
     def edited_params(self) -> JsonObject | None:

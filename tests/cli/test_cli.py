@@ -97,6 +97,11 @@ def test_clients_lifecycle(sqlite_env: Path) -> None:
     code, text = run("clients", "add", "copilot", "--owner", "Owen@Example.com")
     assert code == 0
     token = next(line.split()[1] for line in text.splitlines() if line.startswith("token:"))
+    secret = next(
+        line.split()[2] for line in text.splitlines() if line.startswith("callback secret:")
+    )
+    assert secret.startswith("whsec_")
+    assert (sqlite_env.parent / "cs.db.key").stat().st_mode & 0o777 == 0o600
     assert token.startswith("cs_") and len(token) > 40
     assert "owen@example.com" in text
     code, text = run("clients", "add", "copilot")
@@ -106,12 +111,14 @@ def test_clients_lifecycle(sqlite_env: Path) -> None:
     assert run("clients", "revoke", "copilot")[0] == 0
     assert "revoked" in run("clients", "list")[1]
     assert run("clients", "revoke", "copilot")[0] == 1
-    assert token not in sqlite_env.read_bytes().decode("latin-1")  # only the hash is stored
+    stored = sqlite_env.read_bytes().decode("latin-1")
+    assert token not in stored  # only the hash is stored
+    assert secret not in stored  # sealed
 
 
 def test_db_upgrade_is_idempotent(sqlite_env: Path) -> None:
-    assert run("db", "upgrade") == (0, "database is at revision 0001\n")
-    assert run("db", "upgrade") == (0, "database is at revision 0001\n")
+    assert run("db", "upgrade") == (0, "database is at revision 0002\n")
+    assert run("db", "upgrade") == (0, "database is at revision 0002\n")
 
 
 BAD_CONFIG = [

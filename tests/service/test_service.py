@@ -41,7 +41,7 @@ EXPORT = dict(
 async def _client(
     service: ApprovalService, name: str = "copilot", owner: str | None = "owen@example.com"
 ) -> ApiClient:
-    client, _token = await service.add_client(name, owner)
+    client, _token, _secret = await service.add_client(name, owner)
     return client
 
 
@@ -311,7 +311,7 @@ async def test_history_filters_and_pages(service: ApprovalService, clock: Manual
 
 
 async def test_clients(service: ApprovalService) -> None:
-    client, token = await service.add_client("copilot", "Owen@Example.com")
+    client, token, secret = await service.add_client("copilot", "Owen@Example.com")
     assert client.owner == "owen@example.com"
     assert (await service.authenticate(token)) == client
     assert await service.authenticate(token + "x") is None
@@ -327,3 +327,8 @@ async def test_clients(service: ApprovalService) -> None:
     async with service.store.engine.connect() as conn:  # type: ignore[attr-defined]
         stored = (await conn.execute(text("SELECT token_sha256 FROM api_clients"))).scalar_one()
     assert token not in stored and len(stored) == 64
+    assert secret is not None and secret.startswith("whsec_")
+    assert await service.callback_secret("copilot") == secret
+    async with service.store.engine.connect() as conn:  # type: ignore[attr-defined]
+        sealed = (await conn.execute(text("SELECT callback_secret FROM api_clients"))).scalar_one()
+    assert secret not in sealed  # sealed at rest

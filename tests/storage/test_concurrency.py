@@ -44,7 +44,7 @@ def _create(url: str, action: str, count: int) -> list[str]:
     async def run() -> list[str]:
         engine = create_engine(url)
         service = ApprovalService(SqlStore(engine), parse_policy(POLICY))
-        client, _ = await service.add_client("load-bot", "owner@example.com")
+        client, _, _ = await service.add_client("load-bot", "owner@example.com")
         ids = []
         for i in range(count):
             spec = RequestSpec(
