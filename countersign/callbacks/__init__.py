@@ -1,0 +1,1 @@
+"""Callbacks: signed POSTs of decided requests, delivered from the durable outbox."""
