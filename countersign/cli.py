@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--out", type=Path, help="file to write (default: standard output)")
 
+    keys = commands.add_parser("keys", help="receipt signing keys").add_subparsers(
+        dest="keys_command", required=True, metavar="SUBCOMMAND"
+    )
+    keys.add_parser("rotate", help="start a new signing key; the old one stays published")
+
     clients = commands.add_parser("clients", help="API clients").add_subparsers(
         dest="clients_command", required=True, metavar="SUBCOMMAND"
     )
@@ -237,6 +242,30 @@ def _clients(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     return asyncio.run(_with_service(settings, work))
 
 
+def _keys(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from datetime import UTC, datetime
+
+    from countersign.crypto import SecretBox
+    from countersign.keyring import rotate_receipt_key
+    from storage import create_engine
+    from storage.migrate import upgrade
+
+    async def run() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            kid = await rotate_receipt_key(
+                engine, SecretBox(settings.server_key()), datetime.now(UTC)
+            )
+        finally:
+            await engine.dispose()
+        print(f"new signing key {kid}; the previous key stays in the JWKS", file=out)
+        print("until its receipts expire. Running servers pick it up within 30 s.", file=out)
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; the exit code is returned (and used by the console script)."""
     out = out or sys.stdout
@@ -245,7 +274,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         settings = load_settings()
         if args.command == "serve":
             return _serve(args, settings)
-        handler = {"db": _db, "policy": _policy, "ledger": _ledger, "clients": _clients}
+        handler = {
+            "db": _db,
+            "policy": _policy,
+            "ledger": _ledger,
+            "clients": _clients,
+            "keys": _keys,
+        }
         return handler[args.command](args, settings, out)
     except ConfigError as exc:
         print(f"countersign: configuration: {exc}", file=sys.stderr)

@@ -193,3 +193,11 @@ def test_serve_starts_on_sqlite_with_the_example_policy(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=10)
     assert "example.yaml: 4 rules" in out
     assert "Slack is off" in out and "Teams is off" in out
+
+
+def test_keys_rotate(sqlite_env: Path) -> None:
+    code, first = run("keys", "rotate")
+    assert code == 0
+    code, second = run("keys", "rotate")
+    kid1, kid2 = first.split()[3].rstrip(";"), second.split()[3].rstrip(";")
+    assert kid1.startswith("key_") and kid2.startswith("key_") and kid1 != kid2
