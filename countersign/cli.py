@@ -83,6 +83,31 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--out", type=Path, help="file to write (default: standard output)")
 
+    req = commands.add_parser(
+        "request",
+        help="ask for approval (pipelines): exit 0 approved, 1 denied, 2 expired/cancelled/"
+        "timed out, 3 error",
+    )
+    req.add_argument("--action", required=True)
+    req.add_argument("--resource", required=True)
+    req.add_argument("--reason", required=True)
+    req.add_argument("--param", type=_kv, action="append", default=[], metavar="KEY=VALUE")
+    req.add_argument("--context", type=_kv, action="append", default=[], metavar="KEY=VALUE")
+    req.add_argument("--requested-by", metavar="EMAIL")
+    req.add_argument("--callback-url")
+    req.add_argument("--ttl", type=int, metavar="SECONDS")
+    req.add_argument("--idempotency-key", help="reuse to make a retried step idempotent")
+    req.add_argument("--wait", action="store_true", help="wait for the decision")
+    req.add_argument("--timeout", type=float, default=1800, metavar="S")
+    req.add_argument("--cancel-on-timeout", action="store_true")
+    req.add_argument("--json", action="store_true", help="print the request as JSON")
+
+    hist = commands.add_parser("history", help="requests, newest first (over the API)")
+    for name in ("status", "action", "resource", "requested-by", "approver", "since", "until"):
+        hist.add_argument(f"--{name}")
+    hist.add_argument("--limit", type=int, default=50)
+    hist.add_argument("--format", choices=["table", "json", "csv"], default="table")
+
     keys = commands.add_parser("keys", help="receipt signing keys").add_subparsers(
         dest="keys_command", required=True, metavar="SUBCOMMAND"
     )
@@ -242,6 +267,92 @@ def _clients(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     return asyncio.run(_with_service(settings, work))
 
 
+EXIT_BY_STATUS = {"approved": 0, "denied": 1, "expired": 2, "cancelled": 2, "pending": 2}
+EXIT_ERROR = 3
+
+
+def _describe(request: dict[str, Any]) -> str:
+    decision = request.get("decision") or {}
+    who = ", ".join(decision.get("by") or []) or "-"
+    line = f"{request['id']} {request['status']}"
+    if request["status"] != "pending":
+        line += f" by {who}"
+        if decision.get("reason"):
+            line += f": {decision['reason']}"
+    return line
+
+
+def _request(args: argparse.Namespace, out: TextIO) -> int:
+    from countersign.client import ApiError, Client
+
+    try:
+        client = Client()
+        created = client.request(
+            action=args.action,
+            resource=args.resource,
+            reason=args.reason,
+            params=dict(args.param),
+            context=dict(args.context) or None,
+            requested_by=args.requested_by,
+            callback_url=args.callback_url,
+            ttl_seconds=args.ttl,
+            idempotency_key=args.idempotency_key,
+        )
+        result = created
+        if args.wait and created["status"] == "pending":
+            print(f"{created['id']} pending: waiting up to {args.timeout:g}s", file=sys.stderr)
+            result = client.wait(created["id"], args.timeout)
+            if result["status"] == "pending" and args.cancel_on_timeout:
+                result = client.cancel(created["id"], "timed out waiting for approval")
+    except ApiError as exc:
+        print(f"countersign: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(json.dumps(result, indent=2) if args.json else _describe(result), file=out)
+    if not args.wait and result["status"] == "pending":
+        return EXIT_OK
+    return EXIT_BY_STATUS.get(result["status"], EXIT_ERROR)
+
+
+def _history(args: argparse.Namespace, out: TextIO) -> int:
+    import csv
+
+    from countersign.client import ApiError, Client
+
+    filters = {
+        "status": args.status,
+        "action": args.action,
+        "resource": args.resource,
+        "requested_by": args.requested_by,
+        "approver": args.approver,
+        "since": args.since,
+        "until": args.until,
+    }
+    try:
+        items = list(Client().history(limit=args.limit, **filters))
+    except ApiError as exc:
+        print(f"countersign: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    columns = ["id", "status", "action", "resource", "requested_by", "created_at", "decided_by"]
+
+    def row(item: dict[str, Any]) -> list[str]:
+        by = ", ".join((item.get("decision") or {}).get("by") or [])
+        values = [item.get(c) for c in columns[:-1]] + [by]
+        return ["" if v is None else str(v) for v in values]
+
+    if args.format == "json":
+        print(json.dumps(items, indent=2), file=out)
+    elif args.format == "csv":
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows(row(i) for i in items)
+    else:
+        rows = [columns] + [row(i) for i in items]
+        widths = [max(len(r[n]) for r in rows) for n in range(len(columns))]
+        for r in rows:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip(), file=out)
+    return EXIT_OK
+
+
 def _keys(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from datetime import UTC, datetime
 
@@ -270,6 +381,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; the exit code is returned (and used by the console script)."""
     out = out or sys.stdout
     args = _parser().parse_args(argv)
+    if args.command == "request":  # pipeline commands: no server settings involved
+        return _request(args, out)
+    if args.command == "history":
+        return _history(args, out)
     try:
         settings = load_settings()
         if args.command == "serve":
