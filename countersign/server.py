@@ -1,7 +1,8 @@
 """The aiohttp application: one process serving every route, plus the background jobs.
 
-Resources live in ``cleanup_ctx`` (engine, service, jobs) and are reached through
-typed ``AppKey``s; nothing is built at import time.
+Resources live in ``cleanup_ctx`` (engine, service, waiters, jobs) and are
+reached through typed ``AppKey``s (defined in ``countersign.api.keys``,
+re-exported here); nothing is built at import time.
 """
 
 from __future__ import annotations
@@ -13,33 +14,77 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from countersign.api import MIDDLEWARES, api_context, setup_api
+from countersign.api.keys import (
+    CHANGE_FEED,
+    ENGINE,
+    METRICS,
+    POLICY,
+    SERVICE,
+    SETTINGS,
+    WAITERS,
+)
+from countersign.api.schemas import MAX_BODY_BYTES
+from countersign.crypto import SecretBox
+from countersign.keyring import load_receipts, refresh_receipts
+from countersign.metrics import Metrics
 from countersign.policy import Policy
+from countersign.receipts import RECEIPTS
 from countersign.service import ApprovalService
 from countersign.settings import Settings
 from storage import SqlStore, create_engine
 from storage.migrate import upgrade
 
-__all__ = ["ENGINE", "SERVICE", "SETTINGS", "create_app"]
+__all__ = [
+    "CHANGE_FEED",
+    "ENGINE",
+    "METRICS",
+    "POLICY",
+    "RECEIPTS",
+    "SEALER",
+    "SERVICE",
+    "SETTINGS",
+    "WAITERS",
+    "create_app",
+]
 
 log = logging.getLogger("countersign")
 
-SETTINGS = web.AppKey("settings", Settings)
-POLICY = web.AppKey("policy", Policy)
-ENGINE = web.AppKey("engine", AsyncEngine)
-SERVICE = web.AppKey("service", ApprovalService)
+SEALER = web.AppKey("sealer", SecretBox)
 
 EXPIRY_INTERVAL_SECONDS = 1.0
+KEY_REFRESH_SECONDS = 30.0
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = create_engine(app[SETTINGS].database_url)
     await upgrade(engine)
     app[ENGINE] = engine
-    app[SERVICE] = ApprovalService(SqlStore(engine), app[POLICY])
+    app[RECEIPTS] = await load_receipts(engine, app[SEALER], app[SETTINGS].public_url)
+    app[SERVICE] = ApprovalService(
+        SqlStore(engine), app[POLICY], sealer=app[SEALER], receipts=app[RECEIPTS]
+    )
     yield
     await engine.dispose()
+
+
+async def _key_refresh_job(app: web.Application) -> AsyncIterator[None]:
+    """Reload receipt keys every 30 s, so a rotation by any process reaches every replica."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(KEY_REFRESH_SECONDS)
+            try:
+                await refresh_receipts(app[RECEIPTS], app[ENGINE], app[SEALER])
+            except Exception:  # keep signing with the keys we have; retry next tick
+                log.exception("receipt key refresh failed")
+
+    task = asyncio.create_task(loop(), name="countersign-key-refresh")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _expiry_job(app: web.Application) -> AsyncIterator[None]:
@@ -80,14 +125,23 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings, policy: Policy) -> web.Application:
-    """The application for ``settings`` and ``policy``."""
-    app = web.Application()
+    """The application for ``settings`` and ``policy``.
+
+    ``ConfigError`` (e.g. PostgreSQL without ``COUNTERSIGN_SECRET_KEY``) is raised
+    here, before anything starts, so the command line can print its one line.
+    """
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=MIDDLEWARES)
     app[SETTINGS] = settings
     app[POLICY] = policy
+    app[METRICS] = Metrics()
+    app[SEALER] = SecretBox(settings.server_key())
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(api_context)
     app.cleanup_ctx.append(_expiry_job)
+    app.cleanup_ctx.append(_key_refresh_job)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    setup_api(app)
     if not settings.slack_enabled:
         log.info("Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET to turn it on")
     if not settings.teams_enabled:

@@ -26,7 +26,11 @@ def is_public_address(address: str) -> bool:
 
 async def check_callback_url(url: str, *, allow_private: bool) -> str | None:
     """None when ``url`` may be called back; otherwise the reason it may not."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:  # unbalanced brackets, port out of range
+        return f"is not a valid URL ({exc})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http or https URL with a host"
     if parts.username or parts.password:
@@ -35,9 +39,7 @@ async def check_callback_url(url: str, *, allow_private: bool) -> str | None:
         return None
     host = parts.hostname
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
-        )
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         return f"host {host!r} does not resolve ({exc})"
     for info in infos:

@@ -18,7 +18,9 @@ from countersign.core.voting import MAX_PARAMS_BYTES
 __all__ = [
     "ACTION_PATTERN",
     "MAX_CONTEXT_KEYS",
+    "MAX_TTL_SECONDS",
     "RequestSpec",
+    "contains_nul",
     "open_request",
     "validate_spec",
 ]
@@ -28,6 +30,7 @@ MAX_RESOURCE_CHARS = 512
 MAX_REASON_CHARS = 2000
 MAX_CONTEXT_KEYS = 20
 MAX_CONTEXT_VALUE_CHARS = 1000
+MAX_TTL_SECONDS = 30 * 24 * 3600  # the longest a policy rule may allow, too
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,28 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | bool)
 
 
+def contains_nul(value: Any) -> bool:
+    """True when a string anywhere in ``value`` (keys included) holds a NUL character.
+
+    PostgreSQL cannot store NUL in text or JSON, and no legitimate request needs it.
+    """
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(contains_nul(v) for v in value)
+    return False
+
+
 def validate_spec(spec: RequestSpec) -> RequestSpec:
     """The spec with its e-mail normalised; ``InvalidRequest`` naming every bad field."""
-    errors: list[FieldError] = []
-    if not isinstance(spec.action, str) or not ACTION_PATTERN.match(spec.action):
+    errors: list[FieldError] = [
+        FieldError(name, "must not contain NUL characters")
+        for name in ("action", "resource", "reason", "requested_by", "params", "context")
+        if contains_nul(getattr(spec, name))
+    ]
+    if not isinstance(spec.action, str) or not ACTION_PATTERN.fullmatch(spec.action):
         errors.append(FieldError("action", f"must match {ACTION_PATTERN.pattern}"))
     if not isinstance(spec.resource, str) or not 1 <= len(spec.resource) <= MAX_RESOURCE_CHARS:
         errors.append(FieldError("resource", f"must be 1 to {MAX_RESOURCE_CHARS} characters"))
@@ -86,15 +107,20 @@ def validate_spec(spec: RequestSpec) -> RequestSpec:
                     FieldError(f"context.{key}", f"must be at most {MAX_CONTEXT_VALUE_CHARS} chars")
                 )
     if spec.callback_url is not None:
-        parts = urlsplit(spec.callback_url) if isinstance(spec.callback_url, str) else None
+        try:
+            parts = urlsplit(spec.callback_url) if isinstance(spec.callback_url, str) else None
+        except ValueError:  # e.g. "http://[::1" (unbalanced brackets)
+            parts = None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             errors.append(FieldError("callback_url", "must be an http or https URL"))
     if spec.ttl_seconds is not None and (
         isinstance(spec.ttl_seconds, bool)
         or not isinstance(spec.ttl_seconds, int)
-        or spec.ttl_seconds < 1
+        or not 1 <= spec.ttl_seconds <= MAX_TTL_SECONDS
     ):
-        errors.append(FieldError("ttl_seconds", "must be a positive whole number"))
+        errors.append(
+            FieldError("ttl_seconds", f"must be a whole number from 1 to {MAX_TTL_SECONDS}")
+        )
     if errors:
         raise InvalidRequest(errors)
     requested_by = normalize_email(spec.requested_by) if spec.requested_by else None

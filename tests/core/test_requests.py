@@ -48,6 +48,13 @@ INVALID = [
     ("callback_url", {"callback_url": "not a url"}),
     ("ttl_seconds", {"ttl_seconds": 0}),
     ("ttl_seconds", {"ttl_seconds": True}),
+    ("ttl_seconds", {"ttl_seconds": 10**15}),
+    ("action", {"action": "deploy\n"}),
+    ("callback_url", {"callback_url": "http://[::1"}),
+    ("reason", {"reason": "nul\x00byte"}),
+    ("params", {"params": {"k": ["a\x00"]}}),
+    ("params", {"params": {"k\x00": 1}}),
+    ("context", {"context": {"k": "\x00"}}),
 ]
 
 
