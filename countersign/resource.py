@@ -19,7 +19,7 @@ def iso(moment: datetime | None) -> str | None:
     return text.replace("+00:00", "Z")
 
 
-def to_resource(request: ApprovalRequest, receipt: str | None = None) -> dict[str, Any]:
+def to_resource(request: ApprovalRequest) -> dict[str, Any]:
     """The request as clients see it.
 
     ``quorum.approvals`` counts the approvals behind the leading params (the
@@ -72,5 +72,5 @@ def to_resource(request: ApprovalRequest, receipt: str | None = None) -> dict[st
         "expires_at": iso(request.expires_at),
         "decided_at": iso(request.decided_at),
         "decision": decision,
-        "receipt": receipt,
+        "receipt": request.receipt,
     }

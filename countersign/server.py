@@ -26,6 +26,7 @@ from countersign.api.keys import (
     WAITERS,
 )
 from countersign.api.schemas import MAX_BODY_BYTES
+from countersign.callbacks.worker import CallbackWorker
 from countersign.crypto import SecretBox
 from countersign.keyring import load_receipts, refresh_receipts
 from countersign.metrics import Metrics
@@ -37,6 +38,7 @@ from storage import SqlStore, create_engine
 from storage.migrate import upgrade
 
 __all__ = [
+    "CALLBACKS",
     "CHANGE_FEED",
     "ENGINE",
     "METRICS",
@@ -52,6 +54,7 @@ __all__ = [
 log = logging.getLogger("countersign")
 
 SEALER = web.AppKey("sealer", SecretBox)
+CALLBACKS = web.AppKey("callbacks", CallbackWorker)
 
 EXPIRY_INTERVAL_SECONDS = 1.0
 KEY_REFRESH_SECONDS = 30.0
@@ -67,6 +70,23 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await engine.dispose()
+
+
+async def _callback_worker(app: web.Application) -> AsyncIterator[None]:
+    """Deliver callbacks from the outbox (claims use SKIP LOCKED: safe with replicas)."""
+    worker = CallbackWorker(
+        app[ENGINE],
+        app[SERVICE],
+        app[METRICS],
+        allow_private=app[SETTINGS].allow_private_callbacks,
+        lease=app[SETTINGS].callback_lease_seconds,
+    )
+    app[SERVICE].listeners.append(worker)  # wakes on local decisions; polling finds the rest
+    app[CALLBACKS] = worker
+    task = asyncio.create_task(worker.run(), name="countersign-callbacks")
+    yield
+    await worker.stop()  # lets in-flight attempts finish and be recorded
+    await task
 
 
 async def _key_refresh_job(app: web.Application) -> AsyncIterator[None]:
@@ -138,6 +158,7 @@ def create_app(settings: Settings, policy: Policy) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(api_context)
     app.cleanup_ctx.append(_expiry_job)
+    app.cleanup_ctx.append(_callback_worker)
     app.cleanup_ctx.append(_key_refresh_job)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

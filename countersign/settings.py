@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     allow_private_callbacks: bool = Field(
         default=False, validation_alias="COUNTERSIGN_ALLOW_PRIVATE_CALLBACKS"
     )
+    # How long a replica owns a callback attempt before another may retry it
+    # (more than twice the 10 s delivery timeout).
+    callback_lease_seconds: float = Field(
+        default=60.0, ge=21.0, le=3600.0, validation_alias="COUNTERSIGN_CALLBACK_LEASE_SECONDS"
+    )
 
     @field_validator("secret_key")
     @classmethod

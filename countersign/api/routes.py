@@ -35,7 +35,7 @@ routes = web.RouteTableDef()
 
 
 def _render(request: ApprovalRequest) -> dict[str, Any]:
-    return to_resource(request, request.receipt)
+    return to_resource(request)
 
 
 async def _callback_problem(url: str, *, allow_private: bool) -> str | None:
