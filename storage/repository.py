@@ -197,9 +197,9 @@ class SqlTransaction:
             "body_sha256": body_sha256,
             **_outcome_values(request),
         }
+        # No savepoint: on a duplicate the service abandons the whole transaction.
         try:
-            async with self.conn.begin_nested():
-                await self.conn.execute(insert(R).values(**values))
+            await self.conn.execute(insert(R).values(**values))
         except IntegrityError as exc:
             raise DuplicateKey(str(exc.orig)) from exc
 
@@ -211,6 +211,7 @@ class SqlTransaction:
 
     async def insert_vote(self, request_id: str, vote: Vote) -> None:
         """Insert one vote; ``DuplicateKey`` when this voter has one on this request."""
+        # A savepoint, because the service records the refusal in this same transaction.
         try:
             async with self.conn.begin_nested():
                 await self.conn.execute(
