@@ -129,10 +129,6 @@ class Transaction(Protocol):
         """Tell other processes, on commit, that this request changed."""
         ...
 
-    async def client_by_token(self, token_sha256: str) -> ApiClient | None:
-        """The client whose token hashes to ``token_sha256``, revoked or not."""
-        ...
-
     async def list_clients(self) -> list[ApiClient]:
         """Every client, by name."""
         ...
@@ -179,6 +175,10 @@ class Store(Protocol):
 
     def read(self) -> AbstractAsyncContextManager[Transaction]:
         """A read-only transaction."""
+        ...
+
+    async def client_by_token(self, token_sha256: str) -> ApiClient | None:
+        """The client whose token hashes to ``token_sha256`` (revoked or not), in one statement."""
         ...
 
 

@@ -418,8 +418,7 @@ class ApprovalService:
 
     async def authenticate(self, token: str) -> ApiClient | None:
         """The active client holding ``token``, or None."""
-        async with self.store.read() as tx:
-            client = await tx.client_by_token(token_sha256(token))
+        client = await self.store.client_by_token(token_sha256(token))
         return client if client is not None and client.revoked_at is None else None
 
     async def list_clients(self) -> list[ApiClient]:

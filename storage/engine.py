@@ -81,7 +81,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get(BEGIN_MODE, "DEFERRED")
+        options = conn.get_execution_options()
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return  # single-statement reads: no transaction at all
+        mode = options.get(BEGIN_MODE, "DEFERRED")
         if mode not in ("DEFERRED", "IMMEDIATE"):
             raise ValueError(f"bad SQLite begin mode {mode!r}")
         conn.exec_driver_sql(f"BEGIN {mode}")

@@ -55,6 +55,16 @@ class SqlStore:
         """A read transaction."""
         return self._tx(immediate=False)
 
+    async def client_by_token(self, token_sha256: str) -> ApiClient | None:
+        """The client with this token digest (revoked ones too: the caller checks).
+
+        One autocommit SELECT, no BEGIN/COMMIT: every API call authenticates with it.
+        """
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            row = (await conn.execute(select(C).where(C.c.token_sha256 == token_sha256))).first()
+        return None if row is None else _client_from_row(row)
+
 
 def _vote_from_row(row: Any) -> Vote:
     return Vote(
@@ -330,11 +340,6 @@ class SqlTransaction:
                 text("SELECT pg_notify(:channel, :id)"),
                 {"channel": CHANGES_CHANNEL, "id": request_id},
             )
-
-    async def client_by_token(self, token_sha256: str) -> ApiClient | None:
-        """The client with this token digest (revoked ones too: the caller checks)."""
-        row = (await self.conn.execute(select(C).where(C.c.token_sha256 == token_sha256))).first()
-        return None if row is None else _client_from_row(row)
 
     async def list_clients(self) -> list[ApiClient]:
         """All clients by name."""
