@@ -206,39 +206,37 @@ def _ledger(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from storage import ledger as chain
     from storage.migrate import upgrade
 
+    async def verify() -> int:
+        report = await chain.verify_engine(engine)
+        if not report.ok:
+            print(f"ledger BROKEN at entry {report.bad_seq}: {report.problem}", file=out)
+            return EXIT_FAILED
+        if args.expect_head and args.expect_head != report.head_hash:
+            print(f"ledger BROKEN: head is {report.head_hash}, not {args.expect_head}", file=out)
+            return EXIT_FAILED
+        head = f"head {report.head_seq} {report.head_hash}"
+        print(f"ledger OK: {report.checked} entries, {head}", file=out)
+        return EXIT_OK
+
+    async def export() -> int:
+        target = args.out.open("w", encoding="utf-8", newline="") if args.out else out
+        try:
+            async with engine.connect() as conn:
+                async for chunk in chain.export(conn, args.format):
+                    target.write(chunk)
+        finally:
+            if args.out:
+                target.close()
+        return EXIT_OK
+
     async def run() -> int:
-        engine = create_engine(settings.database_url)
         try:
             await upgrade(engine)
-            async with engine.connect() as conn:
-                if args.ledger_command == "verify":
-                    report = await chain.verify(conn)
-                    if not report.ok:
-                        print(
-                            f"ledger BROKEN at entry {report.bad_seq}: {report.problem}", file=out
-                        )
-                        return EXIT_FAILED
-                    if args.expect_head and args.expect_head != report.head_hash:
-                        head = report.head_hash
-                        print(f"ledger BROKEN: head is {head}, not {args.expect_head}", file=out)
-                        return EXIT_FAILED
-                    print(
-                        f"ledger OK: {report.checked} entries, head {report.head_seq} "
-                        f"{report.head_hash}",
-                        file=out,
-                    )
-                    return EXIT_OK
-                target = args.out.open("w", encoding="utf-8", newline="") if args.out else out
-                try:
-                    async for chunk in chain.export(conn, args.format):
-                        target.write(chunk)
-                finally:
-                    if args.out:
-                        target.close()
-                return EXIT_OK
+            return await (verify() if args.ledger_command == "verify" else export())
         finally:
             await engine.dispose()
 
+    engine = create_engine(settings.database_url)
     return asyncio.run(run())
 
 
