@@ -145,9 +145,9 @@ async def _wait_up(url: str) -> None:
 @contextlib.asynccontextmanager
 async def process(argv: list[str], env: dict[str, str], url: str) -> AsyncIterator[None]:
     """A server subprocess, up before the block and stopped after it."""
-    proc = subprocess.Popen(
-        argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # Logs go to a file: an unread pipe fills up and blocks the server mid-run.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=log)
     try:
         await _wait_up(url)
         yield
@@ -157,6 +157,7 @@ async def process(argv: list[str], env: dict[str, str], url: str) -> AsyncIterat
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 # -- databases ---------------------------------------------------------------------------
@@ -262,6 +263,7 @@ async def bench(backend: str, seconds: float, connections: int, samples: int) ->
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         argv = [sys.executable, str(SELF), "--baseline", url, str(port)]
+        print(f"  [{backend}] baseline ...", flush=True)
         async with process(argv, _env(url), base):
             figures["baseline"] = await load(base, "none", seconds, connections)
 
@@ -271,10 +273,12 @@ async def bench(backend: str, seconds: float, connections: int, samples: int) ->
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "countersign", "serve", "--port", str(port)]
+        print(f"  [{backend}] intake ...", flush=True)
         async with process(argv, env, base):
             figures["intake"] = await load(base, token, seconds, connections)
 
         url = await fresh_database(backend, tmp)
+        print(f"  [{backend}] waiters ...", flush=True)
         figures["waiter"] = await waiter_latency(url, samples, cross=False)
         if backend == "postgres":
             url = await fresh_database(backend, tmp)

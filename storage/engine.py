@@ -14,7 +14,8 @@ __all__ = ["BEGIN_MODE", "DEFAULT_DATABASE_URL", "create_engine", "normalize_dat
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./countersign.db"
 
 # Execution option read by the SQLite "begin" hook: "IMMEDIATE" takes the write
-# lock at BEGIN, so two writers never both read a request and both decide it.
+# lock at BEGIN, so two writers never both read a request and both decide it;
+# "NONE" issues no BEGIN at all (one-statement reads).
 BEGIN_MODE = "countersign_begin"
 
 _SCHEMES = {
@@ -81,10 +82,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        options = conn.get_execution_options()
-        if options.get("isolation_level") == "AUTOCOMMIT":
-            return  # single-statement reads: no transaction at all
-        mode = options.get(BEGIN_MODE, "DEFERRED")
+        mode = conn.get_execution_options().get(BEGIN_MODE, "DEFERRED")
+        if mode == "NONE":
+            # Single-statement reads run outside any transaction. (Not AUTOCOMMIT:
+            # SQLAlchemy would reset the driver's isolation level on check-in and
+            # undo "we issue BEGIN ourselves" for the connection's next user.)
+            return
         if mode not in ("DEFERRED", "IMMEDIATE"):
             raise ValueError(f"bad SQLite begin mode {mode!r}")
         conn.exec_driver_sql(f"BEGIN {mode}")

@@ -38,8 +38,10 @@ from countersign.core.digest import canonical_json
 __all__ = [
     "GENESIS_HASH",
     "LedgerEntry",
+    "NewEntry",
     "VerifyReport",
     "append",
+    "append_many",
     "entry_hash",
     "export",
     "format_at",
@@ -110,6 +112,75 @@ def entry_hash(
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class NewEntry:
+    """An event to append; it gets its ``seq`` and hashes when written."""
+
+    event: str
+    at: datetime
+    request_id: str | None = None
+    actor: str | None = None
+    data: Mapping[str, Any] | None = None
+
+
+_INSERT = text(
+    "INSERT INTO ledger (seq, at, event, request_id, actor, data, prev_hash, hash) "
+    "VALUES (:seq, :at, :event, :request_id, :actor, :data, :prev_hash, :hash)"
+)
+
+
+async def append_many(conn: AsyncConnection, entries: Sequence[NewEntry]) -> list[LedgerEntry]:
+    """Append ``entries`` in order inside the caller's transaction, after locking the head.
+
+    The head lock (``FOR UPDATE`` on PostgreSQL; SQLite write transactions are
+    already exclusive) is held until the caller commits, so the next writer
+    links to these entries, never to the same predecessor. Three statements
+    whatever the number of entries.
+    """
+    if not entries:
+        return []
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    head = (
+        await conn.execute(text(f"SELECT seq, hash FROM ledger_head WHERE id = 1{lock}"))  # noqa: S608
+    ).one()
+    seq, prev = int(head.seq), str(head.hash)
+    written: list[LedgerEntry] = []
+    for entry in entries:
+        seq += 1
+        at_text = format_at(entry.at)
+        data_text = canonical_json(dict(entry.data or {}))
+        digest = entry_hash(
+            seq, at_text, entry.event, entry.request_id, entry.actor, data_text, prev
+        )
+        written.append(
+            LedgerEntry(
+                seq, at_text, entry.event, entry.request_id, entry.actor, data_text, prev, digest
+            )
+        )
+        prev = digest
+    await conn.execute(
+        _INSERT,
+        [
+            {
+                "seq": e.seq,
+                "at": e.at,
+                "event": e.event,
+                "request_id": e.request_id,
+                "actor": e.actor,
+                "data": e.data,
+                "prev_hash": e.prev_hash,
+                "hash": e.hash,
+            }
+            for e in written
+        ],
+    )
+    await conn.execute(
+        text("UPDATE ledger_head SET seq = :seq, hash = :hash WHERE id = 1"),
+        {"seq": seq, "hash": prev},
+    )
+    return written
+
+
 async def append(
     conn: AsyncConnection,
     *,
@@ -119,41 +190,9 @@ async def append(
     actor: str | None = None,
     data: Mapping[str, Any] | None = None,
 ) -> LedgerEntry:
-    """Append one entry inside the caller's transaction, after locking the head.
-
-    The head lock (``FOR UPDATE`` on PostgreSQL; SQLite write transactions are
-    already exclusive) is held until the caller commits, so the next writer
-    links to this entry, never to the same predecessor.
-    """
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    head = (
-        await conn.execute(text(f"SELECT seq, hash FROM ledger_head WHERE id = 1{lock}"))  # noqa: S608
-    ).one()
-    seq = int(head.seq) + 1
-    at_text = format_at(at)
-    data_text = canonical_json(dict(data or {}))
-    digest = entry_hash(seq, at_text, event, request_id, actor, data_text, head.hash)
-    await conn.execute(
-        text(
-            "INSERT INTO ledger (seq, at, event, request_id, actor, data, prev_hash, hash) "
-            "VALUES (:seq, :at, :event, :request_id, :actor, :data, :prev_hash, :hash)"
-        ),
-        {
-            "seq": seq,
-            "at": at_text,
-            "event": event,
-            "request_id": request_id,
-            "actor": actor,
-            "data": data_text,
-            "prev_hash": head.hash,
-            "hash": digest,
-        },
-    )
-    await conn.execute(
-        text("UPDATE ledger_head SET seq = :seq, hash = :hash WHERE id = 1"),
-        {"seq": seq, "hash": digest},
-    )
-    return LedgerEntry(seq, at_text, event, request_id, actor, data_text, head.hash, digest)
+    """Append one entry inside the caller's transaction (see ``append_many``)."""
+    (entry,) = await append_many(conn, [NewEntry(event, at, request_id, actor, data)])
+    return entry
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ class SqlStore:
             if self._sqlite and immediate:
                 await conn.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
             async with conn.begin():
-                yield SqlTransaction(conn)
+                tx = SqlTransaction(conn)
+                yield tx
+                await tx.flush_ledger()  # at the end: the head lock is held only briefly
 
     def write(self) -> Any:
         """A write transaction; serialised with every other writer on SQLite."""
@@ -61,7 +63,10 @@ class SqlStore:
         One autocommit SELECT, no BEGIN/COMMIT: every API call authenticates with it.
         """
         async with self.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            if self._sqlite:
+                await conn.execution_options(**{BEGIN_MODE: "NONE"})
+            else:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
             row = (await conn.execute(select(C).where(C.c.token_sha256 == token_sha256))).first()
         return None if row is None else _client_from_row(row)
 
@@ -136,6 +141,12 @@ class SqlTransaction:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        self._ledger: list[ledger.NewEntry] = []
+
+    async def flush_ledger(self) -> None:
+        """Write the ledger entries of this transaction (done by ``SqlStore`` before commit)."""
+        entries, self._ledger = self._ledger, []
+        await ledger.append_many(self.conn, entries)
 
     async def _votes(self, request_ids: list[str]) -> dict[str, list[Vote]]:
         found: dict[str, list[Vote]] = {rid: [] for rid in request_ids}
@@ -250,10 +261,8 @@ class SqlTransaction:
         actor: str | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> None:
-        """Append to the hash-chained ledger inside this transaction."""
-        await ledger.append(
-            self.conn, event=event, at=at, request_id=request_id, actor=actor, data=data
-        )
+        """Queue an entry for the hash-chained ledger; written in order before commit."""
+        self._ledger.append(ledger.NewEntry(event, at, request_id, actor, data))
 
     async def enqueue_callback(
         self, *, delivery_id: str, request_id: str, event: str, url: str, payload: str, at: datetime
