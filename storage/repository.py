@@ -6,6 +6,7 @@ or ``read()`` and everything inside commits or rolls back together.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -38,9 +39,23 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sqlite = is_sqlite(engine)
+        # SQLite has one writer at a time. Writers of this process queue here
+        # instead of in SQLite's busy handler, which sleeps in growing steps (up
+        # to 100 ms) and would turn contention into long tails; writers in other
+        # processes still wait on busy_timeout.
+        self._sqlite_writer = asyncio.Lock()
 
     @asynccontextmanager
     async def _tx(self, immediate: bool) -> AsyncIterator[SqlTransaction]:
+        if self._sqlite and immediate:
+            async with self._sqlite_writer, self._open(immediate) as tx:
+                yield tx
+        else:
+            async with self._open(immediate) as tx:
+                yield tx
+
+    @asynccontextmanager
+    async def _open(self, immediate: bool) -> AsyncIterator[SqlTransaction]:
         async with self.engine.connect() as conn:
             if self._sqlite and immediate:
                 await conn.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
