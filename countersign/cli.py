@@ -383,6 +383,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return _request(args, out)
     if args.command == "history":
         return _history(args, out)
+    settings: Settings | None = None
     try:
         settings = load_settings()
         if args.command == "serve":
@@ -399,7 +400,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"countersign: configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PolicyInvalid as exc:
-        print(render_problems(exc.problems), file=sys.stderr)
+        if getattr(args, "policy", None) or getattr(args, "file", None):
+            source = "--policy" if getattr(args, "policy", None) else "policy file"
+        else:
+            source = "COUNTERSIGN_POLICY" if settings and settings.policy else "policy"
+        if len(exc.problems) == 1:
+            print(f"countersign: {source}: {exc.problems[0]}", file=sys.stderr)
+        else:
+            print(f"countersign: {source}: {len(exc.problems)} problems:", file=sys.stderr)
+            print(render_problems(exc.problems), file=sys.stderr)
         return EXIT_USAGE
     except CountersignError as exc:
         print(f"countersign: {exc}", file=sys.stderr)

@@ -150,7 +150,9 @@ def test_unreadable_policy_stops_serve(
 ) -> None:
     monkeypatch.setenv("COUNTERSIGN_POLICY", "/nonexistent/policy.yaml")
     assert main(["serve", "--port", "0"]) == 2
-    assert "/nonexistent/policy.yaml" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("countersign: COUNTERSIGN_POLICY: /nonexistent/policy.yaml:0: ")
 
 
 def _free_port() -> int:
