@@ -202,3 +202,53 @@ def test_cli_verify_and_export(database_url: str, monkeypatch: pytest.MonkeyPatc
     out = io.StringIO()
     assert main(["ledger", "verify"], out=out) == 1
     assert out.getvalue().startswith("ledger BROKEN at entry 7:")
+
+
+PAGED_TAMPERING = [
+    ("intact", [], None, ""),
+    ("edit in the last page", ["UPDATE ledger SET data = '{}' WHERE seq = 4500"], 4500, "altered"),
+    ("edit in the first page", ["UPDATE ledger SET actor = 'x' WHERE seq = 7"], 7, "altered"),
+    ("delete in the middle page", ["DELETE FROM ledger WHERE seq = 2500"], 2500, "missing"),
+    (
+        "edit before a later deletion",
+        ["UPDATE ledger SET data = '{}' WHERE seq = 1999", "DELETE FROM ledger WHERE seq = 4001"],
+        1999,
+        "altered",
+    ),
+    (
+        "deletion before a later edit",
+        ["DELETE FROM ledger WHERE seq = 1500", "UPDATE ledger SET data = '{}' WHERE seq = 3000"],
+        1500,
+        "missing",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("statements", "bad", "words"),
+    [t[1:] for t in PAGED_TAMPERING],
+    ids=[t[0] for t in PAGED_TAMPERING],
+)
+async def test_tampering_across_pages_names_the_first_bad_entry(
+    store: SqlStore, statements: list[str], bad: int | None, words: str
+) -> None:
+    async with store.write() as tx:  # 5,000 entries: verify reads them in several pages
+        entries = [
+            chain.NewEntry(
+                "vote.cast",
+                T0 + timedelta(milliseconds=i),
+                f"req_{i // 3}",
+                f"u{i}@example.com",
+                {"i": i},
+            )
+            for i in range(5000)
+        ]
+        await chain.append_many(tx.conn, entries)
+    report = await _tamper(store, *statements)
+    if bad is None:
+        assert report.ok
+        assert report.checked == 5000
+        return
+    assert report.bad_seq == bad
+    assert words in (report.problem or "")
+    assert report.checked == bad - 1
