@@ -49,7 +49,10 @@ async def _tamper(store: SqlStore, *statements: str) -> chain.VerifyReport:
         for sql in statements:
             await conn.exec_driver_sql(sql)
     async with store.engine.connect() as conn:
-        return await chain.verify(conn)
+        report = await chain.verify(conn)
+    # The CLI's path (one snapshot; on SQLite the sqlite3 reader) must agree exactly.
+    assert await chain.verify_engine(store.engine) == report
+    return report
 
 
 async def test_chain_links_and_hashes_its_canonical_json(store: SqlStore) -> None:
