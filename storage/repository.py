@@ -7,6 +7,7 @@ or ``read()`` and everything inside commits or rolls back together.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -33,21 +34,29 @@ C = ApiClientRow.__table__  # type: ignore[attr-defined]
 O = OutboxRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 
 
+# SQLite has one writer at a time. Writers of this process queue on one lock per
+# engine instead of in SQLite's busy handler, which sleeps in growing steps (up to
+# 100 ms) and turns contention into long tails. Per engine, not per store: every
+# store on the engine (the service's, the callback worker's) shares it. Writers
+# in other processes still wait on busy_timeout.
+_WRITER_QUEUES: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _writer_queue(engine: AsyncEngine) -> asyncio.Lock:
+    return _WRITER_QUEUES.setdefault(engine.sync_engine, asyncio.Lock())
+
+
 class SqlStore:
     """Transactions on one engine; SQLite writers start ``BEGIN IMMEDIATE``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sqlite = is_sqlite(engine)
-        # SQLite has one writer at a time. Writers of this process queue here
-        # instead of in SQLite's busy handler, which sleeps in growing steps (up
-        # to 100 ms) and would turn contention into long tails; writers in other
-        # processes still wait on busy_timeout.
-        self._sqlite_writer = asyncio.Lock()
+        self._sqlite_writer = _writer_queue(engine) if self._sqlite else None
 
     @asynccontextmanager
     async def _tx(self, immediate: bool) -> AsyncIterator[SqlTransaction]:
-        if self._sqlite and immediate:
+        if self._sqlite_writer is not None and immediate:
             async with self._sqlite_writer, self._open(immediate) as tx:
                 yield tx
         else:
