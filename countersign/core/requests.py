@@ -13,6 +13,7 @@ from countersign.core.digest import canonical_json, params_sha256
 from countersign.core.errors import FieldError, InvalidRequest
 from countersign.core.identity import is_email, normalize_email
 from countersign.core.model import ApprovalRequest, JsonObject, RuleSnapshot, Status, Verdict
+from countersign.core.text import contains_nul
 from countersign.core.voting import MAX_PARAMS_BYTES
 
 __all__ = [
@@ -51,20 +52,6 @@ def _is_scalar(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     return value is None or isinstance(value, str | int | bool)
-
-
-def contains_nul(value: Any) -> bool:
-    """True when a string anywhere in ``value`` (keys included) holds a NUL character.
-
-    PostgreSQL cannot store NUL in text or JSON, and no legitimate request needs it.
-    """
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(contains_nul(v) for v in value)
-    return False
 
 
 def validate_spec(spec: RequestSpec) -> RequestSpec:

@@ -46,6 +46,7 @@ from countersign.core.model import (
     Tally,
     Vote,
 )
+from countersign.core.text import contains_nul
 
 __all__ = [
     "MAX_PARAMS_BYTES",
@@ -138,6 +139,8 @@ def _check_edit(request: ApprovalRequest, ballot: Ballot, voter: str) -> JsonObj
         raise InvalidEdit(request.id, voter, "only an approval can carry edited params")
     if not isinstance(edit, dict):
         raise InvalidEdit(request.id, voter, "edited params must be a JSON object")
+    if contains_nul(edit):
+        raise InvalidEdit(request.id, voter, "edited params must not contain NUL characters")
     try:
         encoded = canonical_json(edit)
     except (TypeError, ValueError) as exc:
@@ -153,7 +156,9 @@ def cast_vote(request: ApprovalRequest, ballot: Ballot, now: datetime) -> VoteRe
     """Apply one ballot; the new state, or the typed error of the first rule it breaks."""
     voter = normalize_email(ballot.voter)
     ensure_open(request, now)
-    comment = ballot.comment.strip() if ballot.comment else None
+    # NUL cannot be stored (PostgreSQL) and means nothing in a comment: drop it.
+    comment = ballot.comment.replace("\x00", "").strip() if ballot.comment else None
+    comment = comment or None
     if comment and len(comment) > MAX_COMMENT_CHARS:
         comment = comment[:MAX_COMMENT_CHARS]
 

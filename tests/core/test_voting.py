@@ -365,6 +365,13 @@ CASES: list[tuple[str, ApprovalRequest, tuple[str, str, Any], timedelta, Any]] =
         InvalidEdit,
     ),
     (
+        "an edit must not contain NUL",
+        make(),
+        ("bob@example.com", "approve", {"x": ["a\x00b"]}),
+        LATER,
+        InvalidEdit,
+    ),
+    (
         "an edit must fit 32 KiB",
         make(),
         ("bob@example.com", "approve", {"x": "a" * 40000}),

@@ -12,6 +12,7 @@ from countersign.core import (
     AlreadyDecided,
     Expired,
     IdempotencyConflict,
+    InvalidEdit,
     InvalidRequest,
     NotAnApprover,
     NotFound,
@@ -332,3 +333,21 @@ async def test_clients(service: ApprovalService) -> None:
     async with service.store.engine.connect() as conn:  # type: ignore[attr-defined]
         sealed = (await conn.execute(text("SELECT callback_secret FROM api_clients"))).scalar_one()
     assert secret not in sealed  # sealed at rest
+
+
+async def test_nul_characters_from_chat_never_reach_the_database(
+    service: ApprovalService, store: SqlStore
+) -> None:
+    request = (await service.create_request(await _client(service), RequestSpec(**EXPORT))).request
+    with pytest.raises(InvalidEdit):
+        await service.cast_vote(
+            request.id, "alice@example.com", "slack", "approve", edited_params={"rows": "1\x00"}
+        )
+    assert [e[2]["rule"] for e in await _events(store, request.id) if e[0] == "vote.refused"] == [
+        "invalid_edit"
+    ]
+    await service.cast_vote(
+        request.id, "alice@example.com", "slack", "approve", comment="ok\x00 then"
+    )
+    stored = await service.get_request(request.id)
+    assert stored.votes[0].comment == "ok then"
