@@ -197,6 +197,21 @@ async def record_delivered(
     return applied
 
 
+async def _update_if_still_claimed(conn: AsyncConnection, claim: Claim, **values: Any) -> bool:
+    """Update the row only if this claim is still the latest and the row is still open."""
+    result = await conn.execute(
+        update(O)
+        .where(
+            O.c.id == claim.id,
+            O.c.attempts == claim.attempt,
+            O.c.delivered_at.is_(None),
+            O.c.dead_at.is_(None),
+        )
+        .values(**values)
+    )
+    return bool(result.rowcount)
+
+
 async def record_failed(
     conn: AsyncConnection,
     claim: Claim,
@@ -211,17 +226,9 @@ async def record_failed(
     False (and nothing rescheduled) when another worker has claimed the row
     since: its claim is the one that counts.
     """
-    result = await conn.execute(
-        update(O)
-        .where(
-            O.c.id == claim.id,
-            O.c.attempts == claim.attempt,
-            O.c.delivered_at.is_(None),
-            O.c.dead_at.is_(None),
-        )
-        .values(next_attempt_at=next_attempt_at, last_status=status, last_error=_bounded(error))
+    applied = await _update_if_still_claimed(
+        conn, claim, next_attempt_at=next_attempt_at, last_status=status, last_error=_bounded(error)
     )
-    applied = bool(result.rowcount)
     await _append_attempt(
         conn,
         claim,
@@ -244,17 +251,9 @@ async def record_dead(
     False (nothing changed, only the attempt chained) when another worker has
     claimed the row since.
     """
-    result = await conn.execute(
-        update(O)
-        .where(
-            O.c.id == claim.id,
-            O.c.attempts == claim.attempt,
-            O.c.delivered_at.is_(None),
-            O.c.dead_at.is_(None),
-        )
-        .values(dead_at=at, last_status=status, last_error=_bounded(error))
+    applied = await _update_if_still_claimed(
+        conn, claim, dead_at=at, last_status=status, last_error=_bounded(error)
     )
-    applied = bool(result.rowcount)
     await _append_attempt(
         conn,
         claim,
