@@ -60,7 +60,9 @@ def run_baseline(url: str, port: int) -> None:
     from storage import create_engine
 
     async def make() -> web.Application:
-        engine = create_engine(url)
+        # The same pool as `countersign serve` (COUNTERSIGN_DATABASE_POOL_SIZE=20).
+        pool = {} if url.startswith("sqlite") else {"pool_size": 20, "max_overflow": 20}
+        engine = create_engine(url, **pool)
         async with engine.begin() as conn:
             await conn.execute(text("DROP TABLE IF EXISTS baseline"))
             await conn.execute(
@@ -300,14 +302,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--samples", type=int, default=200, help="waiter latency samples")
+    parser.add_argument("--json", type=Path, help="also write the figures here (bench/all.py)")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     print(
         f"intake bench: {args.seconds:g}s per run, {args.connections} connections, {os.cpu_count()} cores"
     )
     rows = []
+    every: dict[str, Any] = {}
     for backend in backends:
-        f = asyncio.run(bench(backend, args.seconds, args.connections, args.samples))
+        f = every[backend] = asyncio.run(
+            bench(backend, args.seconds, args.connections, args.samples)
+        )
         base, intake = f["baseline"], f["intake"]
         ratio = intake["rps"] / base["rps"]
         print(f"\n[{backend}]")
@@ -328,6 +334,8 @@ def main() -> None:
     print("\nsummary: backend  baseline req/s  intake req/s  ratio  waiter p99 ms")
     for backend, b, i, r, w in rows:
         print(f"         {backend:8} {b:14.0f} {i:13.0f} {r:6.2f} {w:13.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(every, default=float, indent=1))
 
 
 if __name__ == "__main__":

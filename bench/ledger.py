@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,7 @@ class Figures:
     verify_s: float = 0.0
     verify_cpu_s: float = 0.0
     export_rate: float = 0.0
+    scan_rate: float = 0.0
     entries: int = 0
     ok: bool = True
     notes: list[str] = field(default_factory=list)
@@ -220,6 +223,45 @@ async def bench_verify(engine: AsyncEngine, entries: int, figures: Figures) -> N
         figures.notes.append(f"verify checked {report.checked:,}, expected {entries:,}")
 
 
+async def bench_scan(engine: AsyncEngine, url: str, figures: Figures) -> None:
+    """Baseline for verify: read every entry in seq order on the bare driver, check nothing."""
+    cols = "seq, at, event, request_id, actor, data, prev_hash, hash"
+    rows = 0
+    start = time.perf_counter()
+    if engine.dialect.name == "sqlite":
+
+        def scan() -> int:
+            conn = sqlite3.connect(str(engine.url.database))
+            try:
+                cursor = conn.execute(f"SELECT {cols} FROM ledger ORDER BY seq")
+                count = 0
+                while chunk := cursor.fetchmany(10_000):
+                    count += len(chunk)
+                return count
+            finally:
+                conn.close()
+
+        rows = await asyncio.to_thread(scan)
+    else:
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        conn = await asyncpg.connect(dsn)
+        try:
+            last = 0
+            while chunk := await conn.fetch(
+                f"SELECT {cols} FROM ledger WHERE seq > $1 ORDER BY seq LIMIT 10000", last
+            ):
+                rows += len(chunk)
+                last = chunk[-1][0]
+        finally:
+            await conn.close()
+    elapsed = time.perf_counter() - start
+    figures.scan_rate = rows / elapsed if elapsed else 0.0
+    print(
+        f"  bare scan (baseline): {rows:>9,} in {elapsed:6.2f}s = {figures.scan_rate:9,.0f}/s"
+        f"  (verify / bare scan: {figures.verify_rate / figures.scan_rate:.2f})"
+    )
+
+
 async def bench_export(engine: AsyncEngine, figures: Figures) -> None:
     """Time a jsonl export, consuming the iterator."""
     lines = 0
@@ -242,6 +284,7 @@ async def run_backend(name: str, url: str, entries: int, sample: int) -> Figures
         await bench_appends(SqlStore(engine), sample, figures)
         await bulk_fill(engine, entries, figures)
         await bench_verify(engine, figures.entries, figures)
+        await bench_scan(engine, url, figures)
         await bench_export(engine, figures)
     finally:
         await engine.dispose()
@@ -300,6 +343,8 @@ def summary(results: list[Figures]) -> str:
             f"  verify / {VERIFY_GOAL:,} goal",
             [f"{r.verify_rate / VERIFY_GOAL:.2f}x" for r in results],
         ),
+        ("bare scan entries/s (baseline)", [f"{r.scan_rate:,.0f}" for r in results]),
+        ("  verify / bare scan", [f"{r.verify_rate / r.scan_rate:.2f}" for r in results]),
         ("export jsonl entries/s", [f"{r.export_rate:,.0f}" for r in results]),
         ("chain", ["ok" if r.ok else "BROKEN" for r in results]),
     ]
@@ -320,6 +365,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--sample", type=int, default=5_000, help="appends through the real path")
+    parser.add_argument("--json", type=Path, help="also write the figures here (bench/all.py)")
     args = parser.parse_args(argv)
     if args.sample < 2 or args.entries < 2 * args.sample:
         parser.error("need --sample >= 2 and --entries >= 2 x --sample (appends come first)")
@@ -336,6 +382,8 @@ async def main(argv: list[str] | None = None) -> int:
     for r in results:
         for note in r.notes:
             print(f"{r.backend}: {note}")
+    if args.json:
+        args.json.write_text(json.dumps({r.backend: asdict(r) for r in results}, indent=1))
     return 0 if all(r.ok for r in results) else 1
 
 

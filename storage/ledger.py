@@ -38,12 +38,17 @@ from countersign.core.digest import canonical_json
 
 __all__ = [
     "GENESIS_HASH",
+    "HEAD",
+    "INSERT_ENTRIES",
+    "MOVE_HEAD",
     "LedgerEntry",
     "NewEntry",
     "VerifyReport",
     "append",
     "append_many",
+    "chain",
     "entry_hash",
+    "entry_rows",
     "export",
     "format_at",
     "verify",
@@ -124,27 +129,18 @@ class NewEntry:
     data: Mapping[str, Any] | None = None
 
 
-_INSERT = text(
+INSERT_ENTRIES = text(
     "INSERT INTO ledger (seq, at, event, request_id, actor, data, prev_hash, hash) "
     "VALUES (:seq, :at, :event, :request_id, :actor, :data, :prev_hash, :hash)"
 )
 
 
-async def append_many(conn: AsyncConnection, entries: Sequence[NewEntry]) -> list[LedgerEntry]:
-    """Append ``entries`` in order inside the caller's transaction, after locking the head.
+HEAD = "SELECT seq, hash FROM ledger_head WHERE id = 1"
+MOVE_HEAD = text("UPDATE ledger_head SET seq = :seq, hash = :hash WHERE id = 1")
 
-    The head lock (``FOR UPDATE`` on PostgreSQL; SQLite write transactions are
-    already exclusive) is held until the caller commits, so the next writer
-    links to these entries, never to the same predecessor. Three statements
-    whatever the number of entries.
-    """
-    if not entries:
-        return []
-    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
-    head = (
-        await conn.execute(text(f"SELECT seq, hash FROM ledger_head WHERE id = 1{lock}"))  # noqa: S608
-    ).one()
-    seq, prev = int(head.seq), str(head.hash)
+
+def chain(seq: int, prev: str, entries: Sequence[NewEntry]) -> list[LedgerEntry]:
+    """``entries`` numbered and hashed after the entry ``seq`` whose hash is ``prev``."""
     written: list[LedgerEntry] = []
     for entry in entries:
         seq += 1
@@ -159,26 +155,41 @@ async def append_many(conn: AsyncConnection, entries: Sequence[NewEntry]) -> lis
             )
         )
         prev = digest
-    await conn.execute(
-        _INSERT,
-        [
-            {
-                "seq": e.seq,
-                "at": e.at,
-                "event": e.event,
-                "request_id": e.request_id,
-                "actor": e.actor,
-                "data": e.data,
-                "prev_hash": e.prev_hash,
-                "hash": e.hash,
-            }
-            for e in written
-        ],
-    )
-    await conn.execute(
-        text("UPDATE ledger_head SET seq = :seq, hash = :hash WHERE id = 1"),
-        {"seq": seq, "hash": prev},
-    )
+    return written
+
+
+def entry_rows(written: Sequence[LedgerEntry]) -> list[dict[str, Any]]:
+    """The INSERT parameters of written entries."""
+    return [
+        {
+            "seq": e.seq,
+            "at": e.at,
+            "event": e.event,
+            "request_id": e.request_id,
+            "actor": e.actor,
+            "data": e.data,
+            "prev_hash": e.prev_hash,
+            "hash": e.hash,
+        }
+        for e in written
+    ]
+
+
+async def append_many(conn: AsyncConnection, entries: Sequence[NewEntry]) -> list[LedgerEntry]:
+    """Append ``entries`` in order inside the caller's transaction, after locking the head.
+
+    The head lock (``FOR UPDATE`` on PostgreSQL; SQLite write transactions are
+    already exclusive) is held until the caller commits, so the next writer
+    links to these entries, never to the same predecessor. Three statements
+    whatever the number of entries.
+    """
+    if not entries:
+        return []
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    head = (await conn.execute(text(HEAD + lock))).one()
+    written = chain(int(head.seq), str(head.hash), entries)
+    await conn.execute(INSERT_ENTRIES, entry_rows(written))
+    await conn.execute(MOVE_HEAD, {"seq": written[-1].seq, "hash": written[-1].hash})
     return written
 
 

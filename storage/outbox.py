@@ -79,8 +79,8 @@ def _bounded(error: str | None) -> str | None:
 @asynccontextmanager
 async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A write transaction for the functions here (``BEGIN IMMEDIATE`` on SQLite)."""
-    async with SqlStore(engine).write() as tx:
-        yield tx.conn
+    async with SqlStore(engine).write_connection() as conn:
+        yield conn
 
 
 async def claim_due(

@@ -6,44 +6,44 @@ or ``read()`` and everything inside commits or rolls back together.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import exists, func, insert, select, text, update
+from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from countersign.core.model import ApprovalRequest, Choice, RuleSnapshot, Status, Verdict, Vote
+from countersign.core.model import ApprovalRequest, Status, Vote
 from countersign.ports import ApiClient, DuplicateKey, HistoryQuery
-from storage import ledger
+from storage import ledger, sqlite_writer
+from storage.chat import J
 from storage.engine import BEGIN_MODE, is_sqlite
-from storage.tables import ApiClientRow, OutboxRow, RequestRow, VoteRow
+from storage.postgres_writer import PostgresWrite, append_at_commit
+from storage.rows import (
+    CLIENT_BY_TOKEN,
+    GET_REQUEST,
+    GET_REQUEST_LOCKED,
+    VOTES_OF,
+    C,
+    O,
+    R,
+    V,
+    client_from_row,
+    outcome_values,
+    request_from_row,
+    vote_from_row,
+)
+from storage.statements import Direct, Statements
 
 __all__ = ["CHANGES_CHANNEL", "SqlStore", "SqlTransaction"]
 
+T = TypeVar("T")
+
 # PostgreSQL NOTIFY channel carrying the ids of changed requests.
 CHANGES_CHANNEL = "countersign_requests"
-
-R = RequestRow.__table__  # type: ignore[attr-defined]
-V = VoteRow.__table__  # type: ignore[attr-defined]
-C = ApiClientRow.__table__  # type: ignore[attr-defined]
-O = OutboxRow.__table__  # type: ignore[attr-defined]  # noqa: E741
-
-
-# SQLite has one writer at a time. Writers of this process queue on one lock per
-# engine instead of in SQLite's busy handler, which sleeps in growing steps (up to
-# 100 ms) and turns contention into long tails. Per engine, not per store: every
-# store on the engine (the service's, the callback worker's) shares it. Writers
-# in other processes still wait on busy_timeout.
-_WRITER_QUEUES: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
-def _writer_queue(engine: AsyncEngine) -> asyncio.Lock:
-    return _WRITER_QUEUES.setdefault(engine.sync_engine, asyncio.Lock())
 
 
 class SqlStore:
@@ -52,16 +52,17 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sqlite = is_sqlite(engine)
-        self._sqlite_writer = _writer_queue(engine) if self._sqlite else None
 
     @asynccontextmanager
-    async def _tx(self, immediate: bool) -> AsyncIterator[SqlTransaction]:
-        if self._sqlite_writer is not None and immediate:
-            async with self._sqlite_writer, self._open(immediate) as tx:
-                yield tx
-        else:
-            async with self._open(immediate) as tx:
-                yield tx
+    async def _sqlite_write(self) -> AsyncIterator[SqlTransaction]:
+        statements = sqlite_writer.WriteStatements(sqlite_writer.writer(self.engine))
+        tx = SqlTransaction(statements)
+        try:
+            yield tx
+        except BaseException:
+            await statements.rollback()
+            raise
+        await statements.commit(tx.take_ledger())
 
     @asynccontextmanager
     async def _open(self, immediate: bool) -> AsyncIterator[SqlTransaction]:
@@ -69,137 +70,160 @@ class SqlStore:
             if self._sqlite and immediate:
                 await conn.execution_options(**{BEGIN_MODE: "IMMEDIATE"})
             async with conn.begin():
-                tx = SqlTransaction(conn)
+                tx = SqlTransaction(Direct(conn))
                 yield tx
                 await tx.flush_ledger()  # at the end: the head lock is held only briefly
 
+    @asynccontextmanager
+    async def _postgres_write(self) -> AsyncIterator[SqlTransaction]:
+        statements = PostgresWrite(self.engine)
+        tx = SqlTransaction(statements)
+        try:
+            yield tx
+            await statements.commit(tx.take_ledger(), (CHANGES_CHANNEL, tx.take_notify()))
+        finally:
+            await statements.close()
+
     def write(self) -> Any:
         """A write transaction; serialised with every other writer on SQLite."""
-        return self._tx(immediate=True)
+        return self._sqlite_write() if self._sqlite else self._postgres_write()
 
     def read(self) -> Any:
         """A read transaction."""
-        return self._tx(immediate=False)
+        return self._open(immediate=False)
+
+    @asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction as a bare connection, for SQL outside the ``Transaction`` port."""
+        if not self._sqlite:
+            async with self._open(immediate=True) as tx:
+                yield tx.conn
+            return
+        thread = sqlite_writer.writer(self.engine)
+        async with thread.lock:
+            # Queued jobs first: their COMMITs must not wait behind our BEGIN IMMEDIATE.
+            await thread.submit(lambda _conn: None)
+            async with self._open(immediate=True) as tx:
+                yield tx.conn
+
+    async def write_job(self, job: Callable[[Connection], T]) -> T:
+        """Run ``job`` (blocking SQL on a sync connection) as one write transaction.
+
+        SQLite: one job on the writer thread (one hand-off; this process's writer
+        lock is held only while it is queued). PostgreSQL: ``run_sync`` in a
+        transaction. For SQL outside the ``Transaction`` port (chat state).
+        """
+        if not self._sqlite:
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(job)
+        thread = sqlite_writer.writer(self.engine)
+
+        def run(conn: Connection) -> T:
+            conn.begin()
+            try:
+                result = job(conn)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            return result
+
+        async with thread.lock:
+            # Queued behind any COMMIT already queued; ours runs as one whole job.
+            done = thread.submit(run)
+        return await done
 
     async def client_by_token(self, token_sha256: str) -> ApiClient | None:
         """The client with this token digest (revoked ones too: the caller checks).
 
         One autocommit SELECT, no BEGIN/COMMIT: every API call authenticates with it.
+        On SQLite it is one job on a reader thread (aiosqlite would take five hand-offs).
         """
+        params = {"token": token_sha256}
+        if self._sqlite:
+
+            def read(conn: Any) -> Any:
+                try:
+                    return conn.execute(CLIENT_BY_TOKEN, params).first()
+                finally:
+                    conn.rollback()  # no BEGIN was sent: this only ends SQLAlchemy's transaction
+
+            row = await sqlite_writer.reader(self.engine).submit(read)
+            return None if row is None else client_from_row(row)
         async with self.engine.connect() as conn:
-            if self._sqlite:
-                await conn.execution_options(**{BEGIN_MODE: "NONE"})
-            else:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-            row = (await conn.execute(select(C).where(C.c.token_sha256 == token_sha256))).first()
-        return None if row is None else _client_from_row(row)
-
-
-def _vote_from_row(row: Any) -> Vote:
-    return Vote(
-        voter=row.voter,
-        platform=row.platform,
-        choice=Choice(row.choice),
-        at=row.at,
-        comment=row.comment,
-        edited_params=row.edited_params,
-        params_sha256=row.params_sha256,
-    )
-
-
-def _request_from_row(row: Any, votes: tuple[Vote, ...]) -> ApprovalRequest:
-    return ApprovalRequest(
-        id=row.id,
-        action=row.action,
-        resource=row.resource,
-        reason=row.reason,
-        params=row.params,
-        params_sha256=row.params_sha256,
-        context=row.context,
-        client=row.client,
-        client_owner=row.client_owner,
-        requested_by=row.requested_by,
-        rule=RuleSnapshot(
-            name=row.rule_name,
-            verdict=Verdict(row.verdict),
-            approvers=frozenset(row.approvers),
-            quorum=row.quorum,
-            deny_quorum=row.deny_quorum,
-        ),
-        status=Status(row.status),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        callback_url=row.callback_url,
-        votes=votes,
-        decided_at=row.decided_at,
-        decided_by=tuple(row.decided_by),
-        decision_reason=row.decision_reason,
-        approved_params=row.approved_params,
-        approved_params_sha256=row.approved_params_sha256,
-        receipt=row.receipt,
-    )
-
-
-def _outcome_values(request: ApprovalRequest) -> dict[str, Any]:
-    return {
-        "status": request.status.value,
-        "decided_at": request.decided_at,
-        "decided_by": list(request.decided_by),
-        "decision_reason": request.decision_reason,
-        "approved_params": (
-            dict(request.approved_params) if request.approved_params is not None else None
-        ),
-        "approved_params_sha256": request.approved_params_sha256,
-        "receipt": request.receipt,
-    }
-
-
-def _client_from_row(row: Any) -> ApiClient:
-    return ApiClient(
-        name=row.name, owner=row.owner, created_at=row.created_at, revoked_at=row.revoked_at
-    )
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            row = (await conn.execute(CLIENT_BY_TOKEN, params)).first()
+        return None if row is None else client_from_row(row)
 
 
 class SqlTransaction:
-    """The ``Transaction`` port over one open SQLAlchemy connection and transaction."""
+    """The ``Transaction`` port over one open transaction (see ``Statements``)."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
+    def __init__(self, statements: Statements) -> None:
+        self._db = statements
         self._ledger: list[ledger.NewEntry] = []
+        self._notify: list[str] = []  # PostgreSQL: sent with the ledger entries
+
+    @property
+    def conn(self) -> AsyncConnection:
+        """The connection underneath (not on SQLite writes: use ``SqlStore.write_connection``)."""
+        if not isinstance(self._db, Direct):
+            raise TypeError("this transaction runs on the SQLite writer thread")
+        return self._db.conn
+
+    def take_notify(self) -> list[str]:
+        """The request ids to notify about, handed over to be sent."""
+        ids, self._notify = self._notify, []
+        return ids
+
+    def take_ledger(self) -> list[ledger.NewEntry]:
+        """The ledger entries queued so far, handed over to be written."""
+        entries, self._ledger = self._ledger, []
+        return entries
 
     async def flush_ledger(self) -> None:
         """Write the ledger entries of this transaction (done by ``SqlStore`` before commit)."""
-        entries, self._ledger = self._ledger, []
-        await ledger.append_many(self.conn, entries)
+        entries = self.take_ledger()
+        if self._db.dialect == "postgresql":
+            notify = (CHANGES_CHANNEL, self.take_notify())
+            await append_at_commit(self.conn, entries, notify)
+        else:
+            await ledger.append_many(self.conn, entries)
 
     async def _votes(self, request_ids: list[str]) -> dict[str, list[Vote]]:
         found: dict[str, list[Vote]] = {rid: [] for rid in request_ids}
         if not request_ids:
             return found
-        rows = await self.conn.execute(
-            select(V).where(V.c.request_id.in_(request_ids)).order_by(V.c.id)
-        )
+        rows = await self._db.run(select(V).where(V.c.request_id.in_(request_ids)).order_by(V.c.id))
         for row in rows:
-            found[row.request_id].append(_vote_from_row(row))
+            found[row.request_id].append(vote_from_row(row))
         return found
 
     async def get_request(self, request_id: str, *, lock: bool = False) -> ApprovalRequest | None:
         """A request with its votes; ``lock`` takes the row lock (PostgreSQL) until commit."""
-        query = select(R).where(R.c.id == request_id)
-        if lock and self.conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        row = (await self.conn.execute(query)).first()
-        if row is None:
-            return None
-        votes = await self._votes([request_id])
-        return _request_from_row(row, tuple(votes[request_id]))
+        key = {"id": request_id}
+        if lock and self._db.dialect == "postgresql":
+            # Two round trips: the votes must be read after the row lock is granted (a
+            # statement's snapshot is taken before it waits for a lock).
+            row = (await self._db.run(GET_REQUEST_LOCKED, key)).first()
+            if row is None:
+                return None
+            votes = await self._db.run(VOTES_OF, key)
+        else:
+            # SQLite writers hold the database lock from BEGIN IMMEDIATE, before this:
+            # both statements go as one writer-thread job.
+            found, votes = await self._db.run_each([(GET_REQUEST, key), (VOTES_OF, key)])
+            row = found.first()
+            if row is None:
+                return None
+        return request_from_row(row, tuple(vote_from_row(v) for v in votes))
 
     async def find_idempotent(
         self, client: str, key: str
     ) -> tuple[ApprovalRequest, str | None] | None:
         """The request created by ``client`` under ``key``, with its body digest."""
         row = (
-            await self.conn.execute(
+            await self._db.run(
                 select(R.c.id, R.c.body_sha256).where(
                     R.c.client == client, R.c.idempotency_key == key
                 )
@@ -240,41 +264,42 @@ class SqlTransaction:
             "callback_url": request.callback_url,
             "idempotency_key": idempotency_key,
             "body_sha256": body_sha256,
-            **_outcome_values(request),
+            **outcome_values(request),
         }
         # No savepoint: on a duplicate the service abandons the whole transaction.
+        # Deferred on SQLite: the clash then surfaces at commit, also as DuplicateKey.
         try:
-            await self.conn.execute(insert(R).values(**values))
+            await self._db.insert(R, values)
         except IntegrityError as exc:
             raise DuplicateKey(str(exc.orig)) from exc
 
     async def save_outcome(self, request: ApprovalRequest) -> None:
         """Write a request's status and decision fields."""
-        await self.conn.execute(
-            update(R).where(R.c.id == request.id).values(**_outcome_values(request))
-        )
+        await self._db.update(R, request.id, outcome_values(request))
 
     async def insert_vote(self, request_id: str, vote: Vote) -> None:
-        """Insert one vote; ``DuplicateKey`` when this voter has one on this request."""
-        # A savepoint, because the service records the refusal in this same transaction.
-        try:
-            async with self.conn.begin_nested():
-                await self.conn.execute(
-                    insert(V).values(
-                        request_id=request_id,
-                        voter=vote.voter,
-                        platform=vote.platform,
-                        choice=vote.choice.value,
-                        comment=vote.comment,
-                        edited_params=(
-                            dict(vote.edited_params) if vote.edited_params is not None else None
-                        ),
-                        params_sha256=vote.params_sha256,
-                        at=vote.at,
-                    )
-                )
-        except IntegrityError as exc:
-            raise DuplicateKey(str(exc.orig)) from exc
+        """Insert one vote, with the next statement or at commit.
+
+        The request's lock (``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE``) was taken
+        when it was read, and the service refuses a second vote from the same
+        person under it, so the unique key cannot clash here; if it ever did,
+        the commit fails with ``DuplicateKey`` and nothing is written.
+        """
+        await self._db.insert(
+            V,
+            {
+                "request_id": request_id,
+                "voter": vote.voter,
+                "platform": vote.platform,
+                "choice": vote.choice.value,
+                "comment": vote.comment,
+                "edited_params": (
+                    dict(vote.edited_params) if vote.edited_params is not None else None
+                ),
+                "params_sha256": vote.params_sha256,
+                "at": vote.at,
+            },
+        )
 
     async def append_ledger(
         self,
@@ -292,22 +317,33 @@ class SqlTransaction:
         self, *, delivery_id: str, request_id: str, event: str, url: str, payload: str, at: datetime
     ) -> None:
         """Put a callback delivery in the outbox, due now."""
-        await self.conn.execute(
-            insert(O).values(
-                delivery_id=delivery_id,
-                request_id=request_id,
-                event=event,
-                url=url,
-                payload=payload,
-                attempts=0,
-                next_attempt_at=at,
-                created_at=at,
-            )
+        await self._db.insert(
+            O,
+            {
+                "delivery_id": delivery_id,
+                "request_id": request_id,
+                "event": event,
+                "url": url,
+                "payload": payload,
+                "attempts": 0,
+                "next_attempt_at": at,
+                "created_at": at,
+            },
         )
+
+    async def enqueue_chat(self, request_id: str, kind: str, due_at: datetime) -> None:
+        """Queue a ``kind`` chat job for the request (a plain INSERT: see ``storage.chat``)."""
+        await self._db.insert(
+            J, {"request_id": request_id, "kind": kind, "attempts": 0, "due_at": due_at}
+        )
+
+    async def save_approvers(self, request_id: str, approvers: frozenset[str]) -> None:
+        """Replace the request's eligible approvers (escalation adds people)."""
+        await self._db.update(R, request_id, {"approvers": sorted(approvers)})
 
     async def due_request_ids(self, now: datetime, limit: int) -> list[str]:
         """Pending requests past their expiry (uses the status/expires_at index)."""
-        rows = await self.conn.execute(
+        rows = await self._db.run(
             select(R.c.id)
             .where(R.c.status == Status.PENDING.value, R.c.expires_at <= now)
             .order_by(R.c.expires_at)
@@ -339,49 +375,49 @@ class SqlTransaction:
         if query.cursor is not None:
             stmt = stmt.where(R.c.id < query.cursor)
         stmt = stmt.order_by(R.c.id.desc()).limit(query.limit)
-        rows = (await self.conn.execute(stmt)).all()
+        rows = (await self._db.run(stmt)).all()
         votes = await self._votes([row.id for row in rows])
-        return [_request_from_row(row, tuple(votes[row.id])) for row in rows]
+        return [request_from_row(row, tuple(votes[row.id])) for row in rows]
 
     async def add_client(
         self, client: ApiClient, token_sha256: str, sealed_callback_secret: str | None
     ) -> None:
         """Insert an API client; ``DuplicateKey`` when the name is taken."""
         try:
-            async with self.conn.begin_nested():
-                await self.conn.execute(
-                    insert(C).values(
-                        name=client.name,
-                        owner=client.owner,
-                        token_sha256=token_sha256,
-                        callback_secret=sealed_callback_secret,
-                        created_at=client.created_at,
-                    )
-                )
+            await self._db.savepoint(
+                insert(C),
+                {
+                    "name": client.name,
+                    "owner": client.owner,
+                    "token_sha256": token_sha256,
+                    "callback_secret": sealed_callback_secret,
+                    "created_at": client.created_at,
+                },
+            )
         except IntegrityError as exc:
             raise DuplicateKey(str(exc.orig)) from exc
 
     async def sealed_callback_secret(self, name: str) -> str | None:
         """The sealed callback secret of a client."""
-        row = (await self.conn.execute(select(C.c.callback_secret).where(C.c.name == name))).first()
+        row = (await self._db.run(select(C.c.callback_secret).where(C.c.name == name))).first()
         return None if row is None else row.callback_secret
 
     async def notify_change(self, request_id: str) -> None:
         """PostgreSQL: ``pg_notify`` on commit, so waiters on other replicas wake."""
-        if self.conn.dialect.name == "postgresql":
-            await self.conn.execute(
-                text("SELECT pg_notify(:channel, :id)"),
-                {"channel": CHANGES_CHANNEL, "id": request_id},
-            )
+        if self._db.dialect == "postgresql" and request_id not in self._notify:
+            self._notify.append(request_id)
 
     async def list_clients(self) -> list[ApiClient]:
         """All clients by name."""
-        rows = await self.conn.execute(select(C).order_by(C.c.name))
-        return [_client_from_row(row) for row in rows]
+        rows = await self._db.run(select(C).order_by(C.c.name))
+        return [client_from_row(row) for row in rows]
 
     async def revoke_client(self, name: str, at: datetime) -> bool:
         """Revoke an active client by name."""
-        result = await self.conn.execute(
-            update(C).where(C.c.name == name, C.c.revoked_at.is_(None)).values(revoked_at=at)
+        result = await self._db.run(
+            update(C)
+            .where(C.c.name == name, C.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+            .returning(C.c.id)
         )
-        return bool(result.rowcount)
+        return result.first() is not None

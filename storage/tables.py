@@ -16,6 +16,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -26,11 +28,14 @@ __all__ = [
     "ApiClientRow",
     "CardRefRow",
     "ChatIdentityRow",
+    "ChatJobRow",
     "LedgerHeadRow",
+    "LedgerPendingRow",
     "LedgerRow",
     "OutboxRow",
     "RequestRow",
     "SigningKeyRow",
+    "TeamsConversationRow",
     "UTCDateTime",
     "VoteRow",
     "metadata",
@@ -77,6 +82,12 @@ class RequestRow(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("client", "idempotency_key", name="uq_requests_client_idem"),
         Index("ix_requests_status_expires", "status", "expires_at"),
+        # History pages are newest first (by id) under one filter: with the id in the
+        # index a page is an index range, not a sort of every matching row.
+        Index("ix_requests_client_id", "client", "id"),
+        Index("ix_requests_status_id", "status", "id"),
+        Index("ix_requests_action_id", "action", "id"),
+        Index("ix_requests_requested_by_lower_id", func.lower(text("requested_by")), "id"),
     )
 
     id: str = Field(sa_column=Column(String(40), primary_key=True))
@@ -198,6 +209,18 @@ class LedgerHeadRow(SQLModel, table=True):
     hash: str = Field(sa_column=Column(String(64), nullable=False))
 
 
+class LedgerPendingRow(SQLModel, table=True):
+    """PostgreSQL: one transaction's unchained ledger entries, chained by a trigger at COMMIT."""
+
+    __tablename__ = "ledger_pending"
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    entries: list[dict[str, Any]] = Field(sa_column=Column(_json(), nullable=False))
+
+
 class SigningKeyRow(SQLModel, table=True):
     """A receipt signing key (Ed25519); the private half is sealed with the server key."""
 
@@ -233,3 +256,47 @@ class OutboxRow(SQLModel, table=True):
     last_status: int | None = Field(default=None, sa_column=Column(Integer))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_column=_ts())
+
+
+class ChatJobRow(SQLModel, table=True):
+    """Chat work for a request: bring its cards up to date, remind, or escalate.
+
+    One row per change, written (a plain INSERT) by the transaction that made
+    the change, so no change is lost to a crash. The worker runs the due rows
+    of one request and kind once, however many there are, then deletes them.
+    """
+
+    __tablename__ = "chat_jobs"
+    __table_args__ = (Index("ix_chat_jobs_due", "done_at", "due_at"),)
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    request_id: str = Field(
+        sa_column=Column(String(40), ForeignKey("requests.id"), nullable=False, index=True)
+    )
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    due_at: datetime = Field(sa_column=_ts())
+    done_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class TeamsConversationRow(SQLModel, table=True):
+    """A Teams conversation the bot is in (a channel, a group chat, or a personal chat).
+
+    Stored when the app is installed or messaged, so cards can be posted to it
+    later (proactive messages need the service URL and the conversation id).
+    """
+
+    __tablename__ = "teams_conversations"
+
+    id: str = Field(sa_column=Column(String(255), primary_key=True))
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    service_url: str = Field(sa_column=Column(Text, nullable=False))
+    tenant_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    team_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    team_name: str | None = Field(default=None, sa_column=Column(String(255)))
+    channel_name: str | None = Field(default=None, sa_column=Column(String(255)))
+    user_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    user_email: str | None = Field(default=None, sa_column=Column(String(254), index=True))
+    reference: dict[str, Any] = Field(sa_column=Column(_json(), nullable=False))
+    updated_at: datetime = Field(sa_column=_ts())

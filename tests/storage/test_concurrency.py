@@ -178,3 +178,45 @@ def test_approvals_and_denials_racing(database_url: str) -> None:
     assert set(decisions.values()) == {1}
     assert len(decisions) == 10
     assert seen["report"].ok, seen["report"].problem
+
+
+async def test_a_clashing_idempotency_key_is_a_duplicate_at_commit(store: SqlStore) -> None:
+    # SQLite defers the INSERT to the COMMIT's job: the clash must still be DuplicateKey.
+    service = ApprovalService(store, parse_policy(POLICY))
+    client, _, _ = await service.add_client("idem-bot", None)
+    spec = RequestSpec(action="trio.x", resource="r/1", reason="same key, same body")
+    results = await asyncio.gather(
+        *(service.create_request(client, spec, idempotency_key="k1") for _ in range(8))
+    )
+    assert sum(r.created for r in results) == 1
+    assert len({r.request.id for r in results}) == 1
+    async with store.engine.connect() as conn:
+        assert (await chain.verify(conn)).ok
+
+
+async def test_creates_committed_together_are_each_whole(store: SqlStore) -> None:
+    # PostgreSQL commits concurrent creates as one batch; a clash in it must not fail the rest.
+    service = ApprovalService(store, parse_policy(POLICY))
+    client, _, _ = await service.add_client("batch-bot", None)
+
+    def spec(i: int) -> RequestSpec:
+        return RequestSpec(action="trio.x", resource=f"r/{i}", reason="batched")
+
+    keys = ["same", "same", None, None, "a", "b", None, "same"]
+    results = await asyncio.gather(
+        *(
+            service.create_request(client, spec(0 if k == "same" else i), idempotency_key=k)
+            for i, k in enumerate(keys)
+        )
+    )
+    ids = {r.request.id for r in results}
+    assert len(ids) == 6  # three "same" share one request
+    assert sum(r.created for r in results) == 6
+    async with store.engine.connect() as conn:
+        report = await chain.verify(conn)
+        count = (await conn.execute(text("SELECT count(*) FROM requests"))).scalar_one()
+        per_request = (
+            await conn.execute(text("SELECT request_id, count(*) FROM ledger GROUP BY request_id"))
+        ).all()
+    assert report.ok and count == 6
+    assert {rid: n for rid, n in per_request if rid is not None} == dict.fromkeys(ids, 2)

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from storage import create_engine, normalize_database_url
+from storage import engine as storage_engine
 from storage.migrate import current_revision, head_revision, upgrade
 from storage.tables import metadata
 
@@ -61,3 +62,22 @@ async def test_downgrade_then_upgrade(database_url: str) -> None:
         head = (await conn.execute(text("SELECT seq, hash FROM ledger_head"))).one()
     assert tuple(head) == (0, "0" * 64)
     await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_an_idle_connection_killed_by_the_server_is_replaced(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to lose")
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as conn:
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        async with create_engine(database_url).connect() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        monkeypatch.setattr(storage_engine, "PING_AFTER_IDLE_SECONDS", 0.0)
+        async with engine.connect() as conn:  # pinged, found dead, replaced
+            assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one() != pid
+    finally:
+        await engine.dispose()

@@ -235,7 +235,7 @@ PAGED_TAMPERING = [
 async def test_tampering_across_pages_names_the_first_bad_entry(
     store: SqlStore, statements: list[str], bad: int | None, words: str
 ) -> None:
-    async with store.write() as tx:  # 5,000 entries: verify reads them in several pages
+    async with store.write_connection() as conn:  # 5,000 entries: verify reads several pages
         entries = [
             chain.NewEntry(
                 "vote.cast",
@@ -246,7 +246,7 @@ async def test_tampering_across_pages_names_the_first_bad_entry(
             )
             for i in range(5000)
         ]
-        await chain.append_many(tx.conn, entries)
+        await chain.append_many(conn, entries)
     report = await _tamper(store, *statements)
     if bad is None:
         assert report.ok
@@ -255,3 +255,51 @@ async def test_tampering_across_pages_names_the_first_bad_entry(
     assert report.bad_seq == bad
     assert words in (report.problem or "")
     assert report.checked == bad - 1
+
+
+# Every character class json.dumps(ensure_ascii=False) treats specially, and some it does not.
+AWKWARD = [
+    'quote " backslash \\ slash /',
+    "controls \b\f\n\r\t \x01\x1f and DEL \x7f",
+    "non-ASCII: naïve Ünïcödé ß 日本語, emoji 😀, separators \u2028\u2029",
+    "",
+]
+
+
+async def test_awkward_text_hashes_as_entry_hash_does(store: SqlStore) -> None:
+    # On PostgreSQL the COMMIT's trigger hashes in SQL; verify re-hashes in Python.
+    for i, text_value in enumerate(AWKWARD):
+        async with store.write() as tx:
+            await tx.append_ledger(
+                text_value[:64] or "event",
+                at=T0 + timedelta(seconds=i),
+                request_id=text_value[-40:] or None,
+                actor=text_value or None,
+                data={"text": text_value, text_value: [1, None, 2.5, True]},
+            )
+            await tx.append_ledger("second.in.tx", at=T0, data={})
+    async with store.engine.connect() as conn:
+        report = await chain.verify(conn)
+        actors = (await conn.execute(text("SELECT actor FROM ledger ORDER BY seq"))).scalars()
+        assert list(actors)[::2] == [t or None for t in AWKWARD]
+    assert report.ok, report.problem
+    assert report.checked == 2 * len(AWKWARD)
+
+
+async def test_a_failed_write_leaves_no_trace_and_the_next_one_commits(store: SqlStore) -> None:
+    await _fill(store, 2)
+
+    async def abandoned() -> None:
+        async with store.write() as tx:
+            await tx.append_ledger("lost", at=T0)
+            assert await tx.get_request("req_none", lock=True) is None  # the transaction began
+            raise RuntimeError("abandon")
+
+    with pytest.raises(RuntimeError, match="abandon"):
+        await abandoned()
+    async with store.write() as tx:
+        await tx.append_ledger("kept", at=T0)
+    async with store.engine.connect() as conn:
+        events = (await conn.execute(text("SELECT event FROM ledger ORDER BY seq"))).scalars()
+        assert list(events)[2:] == ["kept"]
+        assert (await chain.verify(conn)).ok
