@@ -8,6 +8,7 @@ makes two requests.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -20,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FINAL_STATUSES", "ApiError", "Client"]
+__all__ = ["FINAL_STATUSES", "ApiError", "Client", "backoff", "endpoint", "quote_segment"]
 
 FINAL_STATUSES = frozenset({"approved", "denied", "expired", "cancelled"})
 
@@ -50,14 +51,7 @@ class Client:
         timeout: float = 30.0,
         retries: int = 4,
     ) -> None:
-        url = url or os.environ.get("COUNTERSIGN_URL")
-        token = token or os.environ.get("COUNTERSIGN_TOKEN")
-        if not url:
-            raise ApiError(0, "COUNTERSIGN_URL is not set")
-        if not token:
-            raise ApiError(0, "COUNTERSIGN_TOKEN is not set")
-        self.url = url.rstrip("/")
-        self._token = token
+        self.url, self._token = endpoint(url, token)
         self.timeout = timeout
         self.retries = retries
 
@@ -94,10 +88,15 @@ class Client:
                         str(problem.get("detail", "")),
                         problem,
                     ) from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            except (
+                urllib.error.URLError,
+                TimeoutError,
+                ConnectionError,
+                http.client.HTTPException,  # a connection cut mid-answer (IncompleteRead, ...)
+            ) as exc:
                 if attempt == self.retries:
                     raise ApiError(0, f"cannot reach {self.url}", str(exc)) from None
-            time.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2))  # noqa: S311
+            time.sleep(backoff(attempt))
         raise AssertionError("unreachable")
 
     def request(self, **fields: Any) -> dict[str, Any]:
@@ -111,7 +110,7 @@ class Client:
 
     def get(self, request_id: str) -> dict[str, Any]:
         """One request."""
-        result: dict[str, Any] = self._call("GET", f"/v1/requests/{_quote(request_id)}")
+        result: dict[str, Any] = self._call("GET", f"/v1/requests/{quote_segment(request_id)}")
         return result
 
     def wait(self, request_id: str, timeout: float) -> dict[str, Any]:
@@ -122,7 +121,7 @@ class Client:
             step = int(max(0, min(60, left)))
             result: dict[str, Any] = self._call(
                 "GET",
-                f"/v1/requests/{_quote(request_id)}/wait?timeout={step}",
+                f"/v1/requests/{quote_segment(request_id)}/wait?timeout={step}",
                 timeout=step + self.timeout,
             )
             if result.get("status") in FINAL_STATUSES or left <= 1:
@@ -132,9 +131,14 @@ class Client:
         """Cancel a pending request this client created."""
         result: dict[str, Any] = self._call(
             "POST",
-            f"/v1/requests/{_quote(request_id)}/cancel",
+            f"/v1/requests/{quote_segment(request_id)}/cancel",
             {"reason": reason} if reason else {},
         )
+        return result
+
+    def jwks(self) -> dict[str, Any]:
+        """The server's receipt public keys (``/.well-known/jwks.json``)."""
+        result: dict[str, Any] = self._call("GET", "/.well-known/jwks.json")
         return result
 
     def history(self, limit: int = 50, **filters: str | None) -> Iterator[dict[str, Any]]:
@@ -155,7 +159,24 @@ class Client:
                 return
 
 
-def _quote(segment: str) -> str:
+def endpoint(url: str | None, token: str | None) -> tuple[str, str]:
+    """The server URL and bearer token, defaulting to COUNTERSIGN_URL / COUNTERSIGN_TOKEN."""
+    url = url or os.environ.get("COUNTERSIGN_URL")
+    token = token or os.environ.get("COUNTERSIGN_TOKEN")
+    if not url:
+        raise ApiError(0, "COUNTERSIGN_URL is not set")
+    if not token:
+        raise ApiError(0, "COUNTERSIGN_TOKEN is not set")
+    return url.rstrip("/"), token
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry ``attempt``: 0.25 s doubling to 8 s, jittered down to half."""
+    return float(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2))  # noqa: S311
+
+
+def quote_segment(segment: str) -> str:
+    """``segment`` safe as one path segment (an id never becomes a path)."""
     return urllib.parse.quote(segment, safe="")
 
 
