@@ -1,0 +1,1 @@
+"""In-process fakes of external services (Slack) for tests and bench scripts."""
