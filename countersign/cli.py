@@ -102,6 +102,19 @@ def _parser() -> argparse.ArgumentParser:
     req.add_argument("--cancel-on-timeout", action="store_true")
     req.add_argument("--json", action="store_true", help="print the request as JSON")
 
+    gate = commands.add_parser(
+        "mcp-gate",
+        help="an MCP server (stdio) in front of another: each tool call waits for approval",
+    )
+    gate.add_argument(
+        "--upstream", required=True, help='the upstream MCP server\'s command, e.g. "uvx mcp-x"'
+    )
+    gate.add_argument("--policy-action-prefix", default="mcp.", metavar="PREFIX")
+    gate.add_argument("--resource", help="the requests' resource (default: mcp:<server name>)")
+    gate.add_argument("--requested-by", metavar="EMAIL")
+    gate.add_argument("--timeout", type=float, default=600, metavar="S")
+    gate.add_argument("--issuer", help="pin the receipts' issuer (COUNTERSIGN_PUBLIC_URL)")
+
     hist = commands.add_parser("history", help="requests, newest first (over the API)")
     for name in ("status", "action", "resource", "requested-by", "approver", "since", "until"):
         hist.add_argument(f"--{name}")
@@ -122,7 +135,68 @@ def _parser() -> argparse.ArgumentParser:
     clients.add_parser("list", help="list clients")
     revoke = clients.add_parser("revoke", help="revoke a client's token at once")
     revoke.add_argument("name")
+
+    slack = commands.add_parser("slack", help="Slack app setup").add_subparsers(
+        dest="slack_command", required=True, metavar="SUBCOMMAND"
+    )
+    slack.add_parser(
+        "manifest", help="print the Slack app manifest for COUNTERSIGN_PUBLIC_URL (JSON)"
+    )
+
+    teams = commands.add_parser("teams", help="Teams app setup").add_subparsers(
+        dest="teams_command", required=True, metavar="SUBCOMMAND"
+    )
+    pkg = teams.add_parser("package", help="write the Teams app package (manifest + icons)")
+    pkg.add_argument("--out", default="countersign.zip", help="zip file to write")
+    teams.add_parser("conversations", help="list the Teams conversations the bot can post to")
     return parser
+
+
+def _teams(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """``teams package`` writes the app zip; ``teams conversations`` lists where cards can go."""
+    if args.teams_command == "package":
+        from bot.teams.package import package
+
+        if not settings.microsoft_app_id:
+            print(
+                "countersign: MICROSOFT_APP_ID: the package names the bot's app id", file=sys.stderr
+            )
+            return EXIT_USAGE
+        Path(args.out).write_bytes(package(settings.microsoft_app_id, settings.public_url))
+        print(f"wrote {args.out}: upload it in Teams (Apps → Manage your apps)", file=out)
+        return EXIT_OK
+
+    async def run() -> int:
+        from storage import SqlStore, create_engine
+        from storage import chat as chat_store
+        from storage.migrate import upgrade
+
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            async with SqlStore(engine).read() as tx:
+                found = await chat_store.teams_conversations(tx.conn)
+        finally:
+            await engine.dispose()
+        print(f"{'kind':9} {'where':40} {'conversation id'}", file=out)
+        for c in found:
+            where = (
+                f"{c.team_name or '?'}/{c.channel_name or '?'}"
+                if c.kind == "channel"
+                else (c.user_email or c.user_id or "?")
+            )
+            print(f"{c.kind:9} {where[:40]:40} {c.id}", file=out)
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def _slack(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """``slack manifest``: the app manifest, ready to paste into Slack's app settings."""
+    from bot.slack.manifest import manifest
+
+    print(json.dumps(manifest(settings.public_url), indent=2), file=out)
+    return EXIT_OK
 
 
 async def _with_service(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
@@ -311,6 +385,34 @@ def _request(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_BY_STATUS.get(result["status"], EXIT_ERROR)
 
 
+def _mcp_gate(args: argparse.Namespace) -> int:
+    import shlex
+
+    from countersign.agent.mcp_gate import serve
+    from countersign.client import ApiError
+
+    # Standard output is the MCP channel: everything human goes to standard error.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    try:
+        asyncio.run(
+            serve(
+                shlex.split(args.upstream),
+                prefix=args.policy_action_prefix,
+                resource=args.resource,
+                wait_seconds=args.timeout,
+                requested_by=args.requested_by,
+                issuer=args.issuer,
+            )
+        )
+    except (ApiError, ValueError, OSError, ExceptionGroup) as exc:
+        cause: BaseException = exc
+        while isinstance(cause, BaseExceptionGroup):  # the SDK's task groups wrap failures
+            cause = cause.exceptions[0]
+        print(f"countersign: mcp-gate: {cause}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def _history(args: argparse.Namespace, out: TextIO) -> int:
     import csv
 
@@ -383,6 +485,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return _request(args, out)
     if args.command == "history":
         return _history(args, out)
+    if args.command == "mcp-gate":
+        return _mcp_gate(args)
     settings: Settings | None = None
     try:
         settings = load_settings()
@@ -394,6 +498,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             "ledger": _ledger,
             "clients": _clients,
             "keys": _keys,
+            "slack": _slack,
+            "teams": _teams,
         }
         return handler[args.command](args, settings, out)
     except ConfigError as exc:

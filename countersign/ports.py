@@ -107,6 +107,14 @@ class Transaction(Protocol):
         """Put one callback delivery in the outbox."""
         ...
 
+    async def enqueue_chat(self, request_id: str, kind: str, due_at: datetime) -> None:
+        """Arm the request's ``kind`` chat job (``sync`` cards, ``remind``, ``escalate``)."""
+        ...
+
+    async def save_approvers(self, request_id: str, approvers: frozenset[str]) -> None:
+        """Replace the request's eligible approvers (escalation adds people)."""
+        ...
+
     async def due_request_ids(self, now: datetime, limit: int) -> list[str]:
         """Ids of pending requests whose time has run out."""
         ...

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sqlalchemy import text
 
+from bot.slack import SLACK, setup_slack
+from bot.teams import TEAMS, setup_teams
 from countersign.api import MIDDLEWARES, api_context, setup_api
 from countersign.api.keys import (
     CHANGE_FEED,
@@ -27,6 +29,7 @@ from countersign.api.keys import (
 )
 from countersign.api.schemas import MAX_BODY_BYTES
 from countersign.callbacks.worker import CallbackWorker
+from countersign.chat import ChatWorker, Messenger
 from countersign.crypto import SecretBox
 from countersign.keyring import load_receipts, refresh_receipts
 from countersign.metrics import Metrics
@@ -40,6 +43,7 @@ from storage.migrate import upgrade
 __all__ = [
     "CALLBACKS",
     "CHANGE_FEED",
+    "CHAT",
     "ENGINE",
     "METRICS",
     "POLICY",
@@ -54,6 +58,7 @@ __all__ = [
 log = logging.getLogger("countersign")
 
 SEALER = web.AppKey("sealer", SecretBox)
+CHAT = web.AppKey("chat", ChatWorker)
 CALLBACKS = web.AppKey("callbacks", CallbackWorker)
 
 EXPIRY_INTERVAL_SECONDS = 1.0
@@ -61,7 +66,12 @@ KEY_REFRESH_SECONDS = 30.0
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    engine = create_engine(app[SETTINGS].database_url)
+    settings = app[SETTINGS]
+    pool = settings.database_pool_size
+    if settings.database_url.startswith("sqlite"):
+        engine = create_engine(settings.database_url)
+    else:
+        engine = create_engine(settings.database_url, pool_size=pool, max_overflow=pool)
     await upgrade(engine)
     app[ENGINE] = engine
     app[RECEIPTS] = await load_receipts(engine, app[SEALER], app[SETTINGS].public_url)
@@ -70,6 +80,29 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await engine.dispose()
+
+
+async def _chat_worker(app: web.Application) -> AsyncIterator[None]:
+    """Post and update cards from the durable chat jobs, on every chat platform that is on."""
+    messengers: list[Messenger] = []
+    if SLACK in app:
+        messengers.append(app[SLACK].messenger)
+    if TEAMS in app:
+        messengers.append(app[TEAMS].messenger)
+    if not messengers:
+        yield
+        return
+    service = app[SERVICE]
+    service.chat = True  # from now on every change arms its request's chat jobs
+    worker = ChatWorker(app[ENGINE], service, app[POLICY], messengers)
+    service.listeners.append(worker)
+    app[CHAT] = worker
+    task = asyncio.create_task(worker.run(), name="countersign-chat")
+    yield
+    await worker.stop()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _callback_worker(app: web.Application) -> AsyncIterator[None]:
@@ -163,8 +196,15 @@ def create_app(settings: Settings, policy: Policy) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_api(app)
-    if not settings.slack_enabled:
+    if settings.slack_enabled:
+        setup_slack(app, settings, ENGINE, SERVICE)
+        log.info("Slack is on: POST /slack/events, Web API at %s", settings.slack_api_url)
+    else:
         log.info("Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET to turn it on")
-    if not settings.teams_enabled:
+    if settings.teams_enabled:
+        setup_teams(app, settings, ENGINE, SERVICE)
+        log.info("Teams is on: POST /api/messages")
+    else:
         log.info("Teams is off: set MICROSOFT_APP_ID (and its password) to turn it on")
+    app.cleanup_ctx.append(_chat_worker)
     return app

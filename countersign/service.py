@@ -30,8 +30,15 @@ from countersign.core.errors import (
 from countersign.core.identity import normalize_email
 from countersign.core.model import ApprovalRequest, Choice, RuleSnapshot, Status, Verdict
 from countersign.core.requests import RequestSpec, open_request, validate_spec
-from countersign.core.voting import Ballot, VoteResult, cancel, cast_vote, expire_if_due
-from countersign.policy import Policy, Subject, evaluate
+from countersign.core.voting import (
+    Ballot,
+    VoteResult,
+    cancel,
+    cast_vote,
+    escalate,
+    expire_if_due,
+)
+from countersign.policy import Escalation, Policy, Subject, evaluate
 from countersign.ports import (
     ApiClient,
     ChangeListener,
@@ -46,7 +53,21 @@ from countersign.ports import (
 )
 from countersign.resource import iso, to_resource
 
-__all__ = ["NO_RULE", "ApprovalService", "Created", "new_request_id", "token_sha256"]
+__all__ = [
+    "ESCALATE_JOB",
+    "NO_RULE",
+    "REMIND_JOB",
+    "SYNC_JOB",
+    "ApprovalService",
+    "Created",
+    "new_request_id",
+    "token_sha256",
+]
+
+# Chat job kinds (see ``storage.chat``): bring cards up to date, remind, escalate.
+SYNC_JOB = "sync"
+REMIND_JOB = "remind"
+ESCALATE_JOB = "escalate"
 
 # What applies when no rule matches: deny, and say so.
 NO_RULE = RuleSnapshot(name="(no matching rule)", verdict=Verdict.DENY)
@@ -90,6 +111,7 @@ class ApprovalService:
         receipts: ReceiptIssuer | None = None,
         sealer: Sealer | None = None,
         listeners: Sequence[ChangeListener] = (),
+        chat: bool = False,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -97,6 +119,8 @@ class ApprovalService:
         self.receipts = receipts
         self.sealer = sealer
         self.listeners: list[ChangeListener] = list(listeners)
+        # With a chat platform on, every change arms the request's card sync job.
+        self.chat = chat
 
     def _changed(self, *requests: ApprovalRequest) -> None:
         """Tell this process's listeners, after commit, what changed."""
@@ -184,7 +208,9 @@ class ApprovalService:
                 if request.status.is_final:
                     request = await self._finalize(tx, request, now, actor="policy")
                 else:
-                    await tx.notify_change(request.id)
+                    await self._touch(tx, request.id, now)
+                    if self.chat and rule is not None:
+                        await self._followups(tx, request, rule.remind_after, rule.escalate)
         except DuplicateKey:
             # Another writer created it under the same key between our check and insert.
             if idempotency_key is None:
@@ -273,7 +299,7 @@ class ApprovalService:
                     final = await self._finalize(tx, result.request, now, actor=voter)
                     result = replace(result, request=final)
                 else:
-                    await tx.notify_change(request.id)
+                    await self._touch(tx, request.id, now)
                 changed = result.request
             except CountersignError as err:
                 refused = err
@@ -371,8 +397,50 @@ class ApprovalService:
                 payload=canonical_json(to_resource(request)),
                 at=now,
             )
-        await tx.notify_change(request.id)
+        await self._touch(tx, request.id, now)
         return request
+
+    async def _touch(self, tx: Transaction, request_id: str, now: datetime) -> None:
+        """After any change: wake waiters on commit, and bring the request's cards up to date."""
+        await tx.notify_change(request_id)
+        if self.chat:
+            await tx.enqueue_chat(request_id, SYNC_JOB, now)
+
+    async def _followups(
+        self,
+        tx: Transaction,
+        request: ApprovalRequest,
+        remind_after: timedelta | None,
+        escalation: Escalation | None,
+    ) -> None:
+        """Arm the rule's reminder and escalation jobs when they fall before expiry."""
+        if remind_after is not None and request.created_at + remind_after < request.expires_at:
+            await tx.enqueue_chat(request.id, REMIND_JOB, request.created_at + remind_after)
+        if escalation is not None and request.created_at + escalation.after < request.expires_at:
+            await tx.enqueue_chat(request.id, ESCALATE_JOB, request.created_at + escalation.after)
+
+    async def escalate(self, request_id: str, added: frozenset[str]) -> ApprovalRequest | None:
+        """Make ``added`` people eligible on a pending request; None when nothing changed."""
+        async with self.store.write() as tx:
+            now = self.clock.now()
+            request = await tx.get_request(request_id, lock=True)
+            wider = escalate(request, now, added) if request is not None else None
+            if request is None or wider is None:
+                return None
+            await tx.save_approvers(request_id, wider.rule.approvers)
+            await tx.append_ledger(
+                "request.escalated",
+                at=now,
+                request_id=request_id,
+                actor="policy",
+                data={
+                    "added": sorted(wider.rule.approvers - request.rule.approvers),
+                    "approvers": sorted(wider.rule.approvers),
+                },
+            )
+            await self._touch(tx, request_id, now)
+        self._changed(wider)
+        return wider
 
     # -- API clients ----------------------------------------------------------------------
 

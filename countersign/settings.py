@@ -47,12 +47,22 @@ class Settings(BaseSettings):
     microsoft_app_tenant_id: str | None = Field(
         default=None, validation_alias="MICROSOFT_APP_TENANT_ID"
     )
+    teams_openid_metadata_url: str | None = Field(
+        default=None, validation_alias="TEAMS_OPENID_METADATA_URL"
+    )
+    teams_token_issuer: str | None = Field(default=None, validation_alias="TEAMS_TOKEN_ISSUER")
+    teams_login_url: str | None = Field(default=None, validation_alias="TEAMS_LOGIN_URL")
     teams_allow_unauthenticated: bool = Field(
         default=False, validation_alias="TEAMS_ALLOW_UNAUTHENTICATED"
     )
     secret_key: str | None = Field(default=None, validation_alias="COUNTERSIGN_SECRET_KEY")
     allow_private_callbacks: bool = Field(
         default=False, validation_alias="COUNTERSIGN_ALLOW_PRIVATE_CALLBACKS"
+    )
+    # PostgreSQL connections a replica keeps open (and as many more under bursts).
+    # Too few and requests open and close connections, which costs more than they do.
+    database_pool_size: int = Field(
+        default=20, ge=1, le=500, validation_alias="COUNTERSIGN_DATABASE_POOL_SIZE"
     )
     # How long a replica owns a callback attempt before another may retry it
     # (more than twice the 10 s delivery timeout).
@@ -89,6 +99,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{missing}: Slack needs both SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _teams_password(self) -> Settings:
+        if self.microsoft_app_id and not self.microsoft_app_password:
+            app_type = (self.microsoft_app_type or "MultiTenant").lower()
+            if app_type != "userassignedmsi":
+                raise ValueError(
+                    "MICROSOFT_APP_PASSWORD: Teams needs the app password with MICROSOFT_APP_ID"
+                )
         return self
 
     @property

@@ -55,6 +55,8 @@ def _bearer(request: web.Request) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("the Authorization header must be Bearer <token>", invalid=True)
+    if not token.isascii():  # bytes that are not UTF-8 arrive as surrogates; no token has them
+        raise _unauthorized("the token is not valid (unknown or revoked)", invalid=True)
     return token
 
 
@@ -62,9 +64,7 @@ async def authenticate(request: web.Request) -> Principal:
     """The caller of ``request``; ``ApiProblem`` 401 when the token is missing or not valid."""
     token = _bearer(request)
     admin_token = request.app[SETTINGS].admin_token
-    if admin_token and hmac.compare_digest(
-        token.encode("utf-8", "surrogateescape"), admin_token.encode("utf-8")
-    ):
+    if admin_token and hmac.compare_digest(token.encode("ascii"), admin_token.encode("utf-8")):
         return Principal(client=None)
     client = await request.app[SERVICE].authenticate(token)
     if client is None:

@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from countersign.callbacks.guard import has_unsafe_characters
 from countersign.core.digest import canonical_json
 from countersign.core.errors import FieldError
 from countersign.core.identity import is_email
@@ -112,6 +113,8 @@ def _scalar(value: Any) -> Any:
 
 
 def _callback_url(value: str) -> str:
+    if has_unsafe_characters(value):
+        raise ValueError("must not contain whitespace or control characters")
     try:
         parts = urlsplit(value)
         host = parts.hostname

@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["contains_nul"]
+__all__ = ["MAX_NESTING", "contains_nul", "too_deep"]
+
+# JSON objects and arrays nested deeper than this are refused (as the API does).
+MAX_NESTING = 32
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """True when objects / arrays in ``value`` nest deeper than ``limit`` (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list | tuple):
+            if depth >= limit:
+                return True
+            items = node.values() if isinstance(node, dict) else node
+            stack.extend((item, depth + 1) for item in items)
+    return False
 
 
 def contains_nul(value: Any) -> bool:

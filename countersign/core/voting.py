@@ -46,7 +46,7 @@ from countersign.core.model import (
     Tally,
     Vote,
 )
-from countersign.core.text import contains_nul
+from countersign.core.text import MAX_NESTING, contains_nul, too_deep
 
 __all__ = [
     "MAX_PARAMS_BYTES",
@@ -139,6 +139,8 @@ def _check_edit(request: ApprovalRequest, ballot: Ballot, voter: str) -> JsonObj
         raise InvalidEdit(request.id, voter, "only an approval can carry edited params")
     if not isinstance(edit, dict):
         raise InvalidEdit(request.id, voter, "edited params must be a JSON object")
+    if too_deep(edit):
+        raise InvalidEdit(request.id, voter, f"edited params nest deeper than {MAX_NESTING}")
     if contains_nul(edit):
         raise InvalidEdit(request.id, voter, "edited params must not contain NUL characters")
     try:
@@ -247,3 +249,20 @@ def cancel(
         decided_by=(by,),
         decision_reason=reason or "cancelled",
     )
+
+
+def escalate(
+    request: ApprovalRequest, now: datetime, added: frozenset[str]
+) -> ApprovalRequest | None:
+    """The request with ``added`` people made eligible; None when pending no more or nothing new.
+
+    Escalation only widens who may vote: the quorum, the votes cast and the
+    no-self-approval rule stay as they are (the requester stays ineligible
+    even when named, because eligibility is checked at each vote).
+    """
+    if request.status.is_final or now >= request.expires_at:
+        return None
+    new = added - request.rule.approvers
+    if not new:
+        return None
+    return replace(request, rule=replace(request.rule, approvers=request.rule.approvers | new))

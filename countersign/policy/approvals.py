@@ -50,6 +50,7 @@ class ApprovalSettings:
     notify: Notify = DEFAULT_NOTIFY
     remind_after: timedelta | None = None
     escalate: Escalation | None = None
+    approve_comment: bool = False
 
 
 def read_approval_settings(
@@ -103,7 +104,19 @@ class _SettingsReader:
             notify=self._notify(entries.get("notify")),
             remind_after=remind_after,
             escalate=self._escalate(entries.get("escalate"), ttl),
+            approve_comment=self._flag(entries.get("approve_comment"), "approve_comment"),
         )
+
+    def _flag(self, entry: Entry | None, what: str) -> bool:
+        """A true / false setting (absent: false)."""
+        if entry is None:
+            return False
+        value = self.reader.scalar(entry.value, f"{self.label}: {what}")
+        if isinstance(value, bool):
+            return value
+        if value is not UNREADABLE:
+            self.problems.add(entry.value, f"{self.label}: {what} must be true or false")
+        return False
 
     def _approvers(self, entry: Entry, what: str) -> _Approvers:
         """Resolve a list of e-mails and ``group:<name>`` into normalised addresses."""

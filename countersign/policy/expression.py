@@ -45,11 +45,16 @@ class Condition:
 
     source: str
     program: Any = field(compare=False, repr=False)
+    # The variables the expression mentions: converting the others to CEL values
+    # (params and context can be large) is most of an evaluation's cost.
+    reads: frozenset[str] = field(default=frozenset(VARIABLES), compare=False, repr=False)
 
     def evaluate(self, variables: Mapping[str, Any]) -> bool:
         """True or false for these variables; ConditionError for anything else."""
         try:
-            activation = {name: json_to_cel(value) for name, value in variables.items()}
+            activation = {
+                name: json_to_cel(value) for name, value in variables.items() if name in self.reads
+            }
             result = self.program.evaluate(activation)
         except CELEvalError as error:
             raise ConditionError(_eval_message(error)) from error
@@ -81,7 +86,17 @@ def compile_condition(source: str) -> Condition:
         known = ", ".join(VARIABLES)
         noun = "name" if len(unknown) == 1 else "names"
         raise ConditionSyntaxError(source, f"uses unknown {noun} {names} (known: {known})")
-    return Condition(source=source, program=environment.program(ast))
+    # Every identifier, loop variables included: a name both bound and read stays in.
+    mentioned = {
+        str(tree.children[0])
+        for tree in ast.iter_subtrees()
+        if tree.data in ("ident", "dot_ident") and tree.children
+    }
+    return Condition(
+        source=source,
+        program=environment.program(ast),
+        reads=frozenset(mentioned) & frozenset(VARIABLES),
+    )
 
 
 @cache

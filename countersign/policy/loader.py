@@ -19,7 +19,16 @@ from countersign.policy.yamltree import Entry, Problems, TreeReader
 __all__ = ["check_policy_file", "load_policy", "parse_policy"]
 
 _TOP_KEYS = ("groups", "rules")
-_APPROVAL_KEYS = ("approvers", "quorum", "deny_quorum", "ttl", "notify", "remind_after", "escalate")
+_APPROVAL_KEYS = (
+    "approvers",
+    "quorum",
+    "deny_quorum",
+    "ttl",
+    "notify",
+    "remind_after",
+    "escalate",
+    "approve_comment",
+)
 _RULE_KEYS = ("name", "match", "when", "decision", *_APPROVAL_KEYS)
 _DECISIONS = {"allow": Verdict.ALLOW, "deny": Verdict.DENY}
 
@@ -208,6 +217,7 @@ class _RuleReader:
             notify=settings.notify,
             remind_after=settings.remind_after,
             escalate=settings.escalate,
+            approve_comment=settings.approve_comment,
         )
 
     def _name(self, entry: Entry | None) -> str | None:

@@ -68,6 +68,8 @@ class Rule:
     notify: Notify = DEFAULT_NOTIFY
     remind_after: timedelta | None = None
     escalate: Escalation | None = None
+    # Approvers are offered a comment box when they approve (chat: a modal first).
+    approve_comment: bool = False
     # The compiled `when`: built once (by the loader, or here when a rule is made
     # by hand) and never part of a rule's identity.
     condition: Condition | None = field(default=None, compare=False, repr=False, hash=False)

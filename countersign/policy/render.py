@@ -77,6 +77,8 @@ def _rule_lines(rule: Rule) -> list[str]:
         f"  ttl: {format_duration(rule.ttl)} (then it expires, which denies it)",
         f"  notify: {_notify(rule.notify)}",
     ]
+    if rule.approve_comment:
+        lines.append("  approvers are asked for a comment when they approve")
     if rule.remind_after is not None:
         lines.append(f"  reminder: after {format_duration(rule.remind_after)} if still pending")
     if rule.escalate is not None:

@@ -117,8 +117,8 @@ def test_clients_lifecycle(sqlite_env: Path) -> None:
 
 
 def test_db_upgrade_is_idempotent(sqlite_env: Path) -> None:
-    assert run("db", "upgrade") == (0, "database is at revision 0002\n")
-    assert run("db", "upgrade") == (0, "database is at revision 0002\n")
+    assert run("db", "upgrade") == (0, "database is at revision 0006\n")
+    assert run("db", "upgrade") == (0, "database is at revision 0006\n")
 
 
 BAD_CONFIG = [
@@ -126,6 +126,8 @@ BAD_CONFIG = [
     ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_SIGNING_SECRET"),
     ({"SLACK_SIGNING_SECRET": "s"}, "SLACK_BOT_TOKEN"),
     ({"COUNTERSIGN_PUBLIC_URL": "example.com"}, "COUNTERSIGN_PUBLIC_URL"),
+    ({"MICROSOFT_APP_ID": "00000000-0000-0000-0000-000000000001"}, "MICROSOFT_APP_PASSWORD"),
+    ({"COUNTERSIGN_DATABASE_POOL_SIZE": "0"}, "COUNTERSIGN_DATABASE_POOL_SIZE"),
 ]
 
 

@@ -44,6 +44,14 @@ APPROVERS = frozenset(
 )
 
 
+def _nested(depth: int) -> dict[str, object]:
+    """{"x": {"x": ... }} ``depth`` levels deep, built without recursion."""
+    value: dict[str, object] = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
 def make(
     *,
     quorum: int = 2,
@@ -368,6 +376,13 @@ CASES: list[tuple[str, ApprovalRequest, tuple[str, str, Any], timedelta, Any]] =
         "an edit must not contain NUL",
         make(),
         ("bob@example.com", "approve", {"x": ["a\x00b"]}),
+        LATER,
+        InvalidEdit,
+    ),
+    (
+        "an edit must not nest deeper than 32 levels (10,000 here: no recursion anywhere)",
+        make(),
+        ("bob@example.com", "approve", _nested(10_000)),
         LATER,
         InvalidEdit,
     ),

@@ -166,6 +166,10 @@ INVALID: dict[str, tuple[str, list[tuple[int, str]]]] = {
         "rules:\n  - name: a\n    approvers: [a@example.com]\n    remind_after: 2h\n",
         [(4, "remind_after 2h is not less than the ttl 1h")],
     ),
+    "approve-comment-not-a-flag": (
+        "rules:\n  - name: a\n    approvers: [a@example.com]\n    approve_comment: maybe\n",
+        [(4, "rule 'a': approve_comment must be true or false")],
+    ),
     "escalate-after-not-before-ttl": (
         "rules:\n  - name: a\n    approvers: [a@example.com]\n    ttl: 20m\n"
         "    escalate: {after: 1h, to: [b@example.com]}\n",
@@ -452,3 +456,13 @@ def test_check_policy_file_lists_problems_with_the_path(tmp_path: Path) -> None:
     path.write_text("rules:\n  - name: a\n    decision: maybe\n", encoding="utf-8")
     found = check_policy_file(path)
     assert [(p.source, p.line) for p in found] == [(str(path), 3)]
+
+
+def test_approve_comment_is_off_unless_the_rule_turns_it_on() -> None:
+    policy = parse_policy(
+        "rules:\n"
+        "  - name: a\n    match: {action: x}\n    approvers: [a@example.com]\n"
+        "    approve_comment: true\n"
+        "  - name: b\n    approvers: [a@example.com]\n"
+    )
+    assert [rule.approve_comment for rule in policy.rules] == [True, False]
