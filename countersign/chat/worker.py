@@ -3,7 +3,8 @@
 Jobs are armed in the transaction that changed a request (``storage.chat``):
 
 - ``sync``: post the card to each destination that has none yet (the rule's
-  ``notify`` entries for the platform), update every posted card whose state
+  ``notify`` entries for the platform; once the request is final, channels
+  only), update every posted card whose state
   changed, reply under each card once per new vote, and when the request is
   final, tell the requesting human the outcome once.
 - ``remind``: still pending after ``remind_after``: a reply under each channel
@@ -268,10 +269,14 @@ class ChatWorker:
     ) -> None:
         refs = await self._refs(request.id, messenger.platform)
         have = {ref.destination for ref in refs}
-        if not request.status.is_final:
-            for destination in destinations(request, self._notify(request, messenger.platform)):
-                if destination not in have:
-                    await self._post(messenger, destination, request)
+        for destination in destinations(request, self._notify(request, messenger.platform)):
+            # A request decided before its card reached a channel (the platform was
+            # down, or the others were quicker) still gets its card there, final, so
+            # every channel keeps the record; a direct message would only be noise.
+            if destination not in have and (
+                not request.status.is_final or destination.startswith("channel:")
+            ):
+                await self._post(messenger, destination, request)
         for ref in refs:
             if ref.destination.startswith("outcome:") or _unreached(ref):
                 continue

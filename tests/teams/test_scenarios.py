@@ -277,3 +277,42 @@ async def test_an_action_submit_from_an_older_client_votes_too(world: TeamsWorld
     # The card it came from now shows bob's vote.
     (card,) = await world.cards_of(request_id, bob)
     assert card.updates
+
+
+async def test_a_request_decided_while_teams_was_down_still_gets_its_channel_card(
+    world: TeamsWorld,
+) -> None:
+    """Slack decided before the Teams card could go out: the channel gets the final card."""
+    world.slack.add_user("U0BOB", "bob@example.com", name="bob")
+    world.bf.fail("send", status=503, times=1000)
+    request_id = await world.create()
+    with contextlib.suppress(Exception):  # Teams is down: the job fails, retried later
+        await world.app[CHAT].run_job(request_id, "sync")
+    assert await world.cards_of(request_id, world.channel) == []
+    slack_card = next(
+        m for m in world.slack.messages_in("C0APPROVALS") if request_id in json.dumps(m.blocks)
+    )
+    for user in ("U0CAROL", "U0BOB"):
+        body_bytes, headers = slack_req.block_actions(
+            secret=SLACK_SECRET,
+            action_id="countersign.approve",
+            value=request_id,
+            user_id=user,
+            message_ts=slack_card.ts,
+        )
+        async with world.http.post(
+            world.url("/slack/events"), data=body_bytes, headers=headers
+        ) as resp:
+            assert resp.status == 200
+    await world.until_votes(request_id, 2)
+    assert (await world.request(request_id)).status is Status.APPROVED
+    await world.settle()  # the votes' own jobs run (and fail on Teams) before it is back
+
+    world.bf.clear_faults()
+    await world.app[CHAT].run_job(request_id, "sync", retry=True)
+    (card,) = await world.cards_of(request_id, world.channel)
+    assert "Approved" in json.dumps(card.card)
+    assert _verbs(card.card or {}) == []
+    # Approvers' personal chats get no card for a request already decided.
+    for user in ("29:alice", "29:bob", "29:carol"):
+        assert await world.cards_of(request_id, world.bf.personal_conversation_id(user)) == [], user
