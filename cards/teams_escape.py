@@ -175,5 +175,10 @@ def _environment() -> Environment:
 
 def piece(template: str, macro: str, **kwargs: Any) -> str:
     """Call ``macro`` of ``teams/<template>.j2``: one text piece, outer blank lines removed."""
-    module = _environment().get_template(f"teams/{template}.j2").module
-    return str(getattr(module, macro)(**kwargs)).strip("\n")
+    return str(getattr(_module(template), macro)(**kwargs)).strip("\n")
+
+
+@cache
+def _module(template: str) -> Any:
+    """The macros of ``teams/<template>.j2``, loaded once."""
+    return _environment().get_template(f"teams/{template}.j2").module

@@ -77,6 +77,8 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        # Templates ship with the package: no stat() of the file on every render.
+        auto_reload=False,
     )
     env.filters["mrkdwn"] = escape_mrkdwn
     env.filters["mention"] = mention
@@ -88,5 +90,10 @@ def environment() -> Environment:
 
 def piece(template: str, macro: str, **kwargs: Any) -> str:
     """Call ``macro`` of ``slack/<template>.j2``: one text piece, outer blank lines removed."""
-    module = environment().get_template(f"slack/{template}.j2").module
-    return str(getattr(module, macro)(**kwargs)).strip("\n")
+    return str(getattr(_module(template), macro)(**kwargs)).strip("\n")
+
+
+@cache
+def _module(template: str) -> Any:
+    """The macros of ``slack/<template>.j2``, loaded once."""
+    return environment().get_template(f"slack/{template}.j2").module

@@ -19,19 +19,33 @@ from typing import Any
 
 import requests
 from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
+from botframework.connector.aio import ConnectorClient
 from botframework.connector.auth import (
     AppCredentials,
+    AuthenticateRequestResult,
+    AuthenticationConstants,
+    ClaimsIdentity,
+    ConnectorFactory,
     PasswordServiceClientCredentialFactory,
+    UserTokenClient,
 )
 from msrest.authentication import Authentication
 from msrest.universal_http.requests import ClientRetryPolicy
 
 from countersign.settings import Settings
 
-__all__ = ["BOT_FRAMEWORK_SCOPE", "LoginCredentials", "authentication", "speed_up_retry_policy"]
+__all__ = [
+    "BOT_FRAMEWORK_SCOPE",
+    "CachingAuthentication",
+    "LoginCredentials",
+    "authentication",
+    "speed_up_retry_policy",
+]
 
 BOT_FRAMEWORK_SCOPE = "https://api.botframework.com"
 _REFRESH_MARGIN_SECONDS = 300.0
+# Connector clients kept (one per app id, service URL and audience: a handful).
+_MAX_CLIENTS = 64
 
 
 def speed_up_retry_policy() -> None:
@@ -121,6 +135,77 @@ class LoginCredentialFactory(PasswordServiceClientCredentialFactory):  # type: i
         return self._credentials[scope]
 
 
+def _app_id(claims_identity: ClaimsIdentity) -> str:
+    """The bot's app id a turn acts as (the audience of a channel token; else the app id claim)."""
+    found = claims_identity.get_claim_value(AuthenticationConstants.AUDIENCE_CLAIM)
+    if found is None:
+        found = claims_identity.get_claim_value(AuthenticationConstants.APP_ID_CLAIM)
+    return str(found or "")
+
+
+class _CachingConnectorFactory(ConnectorFactory):  # type: ignore[misc]
+    """Hands out one shared ``ConnectorClient`` per service URL and audience."""
+
+    def __init__(
+        self, inner: ConnectorFactory, app_id: str, clients: dict[tuple[str, str, str], Any]
+    ) -> None:
+        self._inner = inner
+        self._app_id = app_id
+        self._clients = clients
+
+    async def create(self, service_url: str, audience: str | None = None) -> ConnectorClient:
+        key = (self._app_id, service_url, audience or "")
+        client = self._clients.get(key)
+        if client is None:
+            client = await self._inner.create(service_url, audience)
+            if len(self._clients) >= _MAX_CLIENTS:
+                self._clients.pop(next(iter(self._clients)))
+            self._clients[key] = client
+        return client
+
+
+class CachingAuthentication(ConfigurationBotFrameworkAuthentication):  # type: ignore[misc]
+    """botbuilder's authentication, with its outbound clients built once and shared.
+
+    Stock ``CloudAdapter`` builds a new ``ConnectorClient`` (msrest pipeline,
+    ``requests`` session, retry policy, credentials) and a ``UserTokenClient`` for
+    every activity and every proactive turn: most of a card update's CPU, and no
+    HTTP connection is ever reused. ``BotFrameworkAdapter`` cached its connector
+    clients the same way. Token checks of inbound activities are unchanged: they
+    run on every activity.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clients: dict[tuple[str, str, str], Any] = {}
+        self._user_token_clients: dict[str, UserTokenClient] = {}
+
+    async def authenticate_request(
+        self, activity: Any, auth_header: str
+    ) -> AuthenticateRequestResult:
+        """Validate the inbound token (as before); outbound clients come from the cache."""
+        result = await super().authenticate_request(activity, auth_header)
+        if result.connector_factory is not None:
+            result.connector_factory = _CachingConnectorFactory(
+                result.connector_factory, _app_id(result.claims_identity), self._clients
+            )
+        return result
+
+    def create_connector_factory(self, claims_identity: ClaimsIdentity) -> ConnectorFactory:
+        """The proactive-turn connector factory, sharing the cached clients."""
+        inner = super().create_connector_factory(claims_identity)
+        return _CachingConnectorFactory(inner, _app_id(claims_identity), self._clients)
+
+    async def create_user_token_client(self, claims_identity: ClaimsIdentity) -> UserTokenClient:
+        """One user-token client per app id (Countersign never asks for user tokens)."""
+        key = _app_id(claims_identity)
+        client = self._user_token_clients.get(key)
+        if client is None:
+            client = await super().create_user_token_client(claims_identity)
+            self._user_token_clients[key] = client
+        return client
+
+
 def authentication(settings: Settings) -> Any:
     """The Bot Framework authentication for these settings (app id, overrides, login URL)."""
     config = BotConfig(
@@ -139,4 +224,4 @@ def authentication(settings: Settings) -> Any:
             settings.microsoft_app_password or "",
             settings.teams_login_url,
         )
-    return ConfigurationBotFrameworkAuthentication(config, credentials_factory=factory)
+    return CachingAuthentication(config, credentials_factory=factory)

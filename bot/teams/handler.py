@@ -19,7 +19,6 @@ from typing import Any
 from botbuilder.core import InvokeResponse, MessageFactory, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import (
-    AdaptiveCardInvokeResponse,
     Attachment,
     ChannelAccount,
 )
@@ -88,12 +87,10 @@ def conversation_of(activity: Any) -> chat_store.TeamsConversation:
 
 
 def _invoke(body: dict[str, Any]) -> InvokeResponse:
-    # PLATFORM-NOTES: the body must be the msrest model, not a dict (CloudAdapter
-    # serialises it once more).
-    model = AdaptiveCardInvokeResponse(
-        status_code=body["statusCode"], type=body["type"], value=body["value"]
-    )
-    return InvokeResponse(status=200, body=model)
+    # The body stays a plain dict (the card as rendered): ``TeamsBot.handle`` writes
+    # it as JSON itself. PLATFORM-NOTES: ``CloudAdapter.process`` would serialise a
+    # dict once more; we do not use it.
+    return InvokeResponse(status=200, body=body)
 
 
 class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
