@@ -56,8 +56,11 @@ MAX_SYNC_ROUNDS = 5
 # time a platform might still apply a call our client gave up on.
 RESYNC_JOB = "resync"
 RESYNC_AFTER_SECONDS = 30.0
-# Pauses between attempts to store a posted card's reference (then one last try).
-REMEMBER_RETRY_PAUSES = (0.2, 1.0, 3.0)
+# Pauses between attempts to store a posted card's reference (then one last try):
+# about 30 s in all, well inside the job's lease. A database that drops its
+# connections (a failover, a restart) is usually back within seconds; giving up
+# sooner would post the card again on the job's retry and leave this one stale.
+REMEMBER_RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 MAX_BACKOFF_SECONDS = 300.0
 # The message id stored for a destination that was tried and found unreachable
 # (so it is not tried on every sync); unique per request, like real ids.

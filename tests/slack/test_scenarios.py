@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
 
 from cards import slack as cards
 from countersign.core.model import Status
 from countersign.server import CHAT
+from storage import chat as chat_store
 from tests.fakes import slack_requests as slack_req
 from tests.slack.conftest import CROWD, SIGNING_SECRET, SlackWorld
 
@@ -288,3 +293,25 @@ async def test_posting_survives_rate_limits(world: SlackWorld) -> None:
     await _posted(world, request_id)
     limited = [c for c in world.slack.calls_to("chat.postMessage") if c.status == 429]
     assert len(limited) == 2
+
+
+async def test_a_database_drop_after_posting_does_not_post_the_card_twice(
+    world: SlackWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card went out, then its reference could not be stored for a few seconds."""
+    real = chat_store.add_card_ref
+    failures = {"left": 4}
+
+    def flaky(conn: Any, **kwargs: Any) -> None:
+        if kwargs["destination"].startswith("channel:") and failures["left"] > 0:
+            failures["left"] -= 1
+            raise OperationalError("INSERT INTO card_refs", {}, ConnectionError("connection lost"))
+        real(conn, **kwargs)
+
+    monkeypatch.setattr(chat_store, "add_card_ref", flaky)
+    request_id = await world.create()
+    await world.settle()
+    assert failures["left"] == 0
+    world.card(request_id)  # exactly one card in the channel
+    await world.app[CHAT].run_job(request_id, "sync", retry=True)
+    world.card(request_id)  # and still one after the job runs again

@@ -671,7 +671,10 @@ async def test_soak_with_faults(soak_database: tuple[str, str], tmp_path: Path) 
                 soak.index_cards()
                 state = await read_state(dsn)
                 unsettled = unsettled_requests(soak, state)
-                if not unsettled or time.monotonic() > deadline:
+                # A card the platform overwrote with a late, older update is rewritten
+                # by the forced re-sync that follows a failed sync (30 s later): wait.
+                healing = reverted_cards(soak, state)
+                if not (unsettled or healing) or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(1)
             settled_after = time.monotonic() - settle_began
@@ -787,8 +790,8 @@ def unsettled_requests(
         if plan.request_id not in delivered:
             waiting.append(f"{plan.request_id}: callback not delivered")
             continue
-        # A card that showed the final state and was then overwritten stays so for good
-        # (problem 1, fixed; see test_stale_card.py): waiting longer changes nothing.
+        # A card that showed the final state and was then overwritten is waited for
+        # separately (``reverted_cards``): only a forced re-sync repairs it.
         problems = [
             p
             for p in card_problems(soak, plan.request_id, status)
@@ -797,6 +800,16 @@ def unsettled_requests(
         if problems:
             waiting.append(f"{plan.request_id}: {', '.join(problems)}")
     return waiting
+
+
+def reverted_cards(soak: Soak, state: dict[str, Any]) -> list[str]:
+    """Cards that showed the final state and were then overwritten (orphans aside)."""
+    known = known_issues(soak, state)
+    return [
+        p
+        for p in unsettled_requests(soak, state, with_reverted=True)
+        if "reverted" in p and p.partition(":")[0] not in known
+    ]
 
 
 def check_outcomes(soak: Soak, state: dict[str, Any]) -> None:
