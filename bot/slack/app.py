@@ -43,6 +43,10 @@ log = logging.getLogger("countersign.slack")
 EVENTS_PATH = "/slack/events"
 RETRY_MEMORY = 10_000
 RETRY_WINDOW_SECONDS = 600.0
+# Each Web API call gives up after this long (then the job is retried). slack_sdk
+# applies its own ``timeout`` only to sessions it opens itself, so the shared
+# session carries it too.
+API_TIMEOUT_SECONDS = 10
 
 
 def web_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
@@ -51,7 +55,7 @@ def web_client(settings: Settings, session: aiohttp.ClientSession | None = None)
         token=settings.slack_bot_token,
         base_url=settings.slack_api_url,
         session=session,
-        timeout=10,
+        timeout=API_TIMEOUT_SECONDS,
         logger=logging.getLogger("countersign.slack.api"),
     )
     # Rate limits are waited out, never dropped; a job that still fails is retried later.
@@ -153,7 +157,8 @@ def setup_slack(
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         # One keep-alive session for every Web API call (slack_sdk opens one per call otherwise).
-        async with aiohttp.ClientSession() as session:
+        timeout = aiohttp.ClientTimeout(total=API_TIMEOUT_SECONDS)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             app[SLACK] = SlackBot(settings, app[engine_key], app[service_key], session)
             yield
 

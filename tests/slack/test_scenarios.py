@@ -7,10 +7,14 @@ import json
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from bot.slack import SLACK
+from bot.slack.app import API_TIMEOUT_SECONDS
 from cards import slack as cards
+from countersign.chat import worker as worker_module
 from countersign.core.model import Status
 from countersign.server import CHAT
 from storage import chat as chat_store
@@ -27,6 +31,14 @@ def _buttons(blocks: list[dict]) -> list[str]:
         if block.get("type") == "actions"
         for element in block.get("elements", [])
     ]
+
+
+async def _until(check: Any, within: float) -> None:
+    """Return once ``check()`` is true, or after ``within`` seconds (the caller asserts)."""
+    for _ in range(int(within / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _posted(world: SlackWorld, request_id: str) -> None:
@@ -315,3 +327,47 @@ async def test_a_database_drop_after_posting_does_not_post_the_card_twice(
     world.card(request_id)  # exactly one card in the channel
     await world.app[CHAT].run_job(request_id, "sync", retry=True)
     world.card(request_id)  # and still one after the job runs again
+
+
+async def test_a_late_older_update_applied_after_the_final_one_is_repaired(
+    world: SlackWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RELIABILITY problem 1b: Slack applies an update our client gave up on, over newer state.
+
+    Vote 1's card update hangs past the client's timeout; vote 2 decides and its
+    job makes the card final; the job retried after the timeout rewrites it; then
+    Slack applies the hung (pending) update last. Only the forced re-sync that
+    follows every failed sync, later than such a call can land, repairs the card.
+    """
+    monkeypatch.setattr(worker_module, "RESYNC_AFTER_SECONDS", 8.0)
+    # Production calls give up after 10 s; 1 s here keeps the test short.
+    assert world.app[SLACK].client.session.timeout.total == API_TIMEOUT_SECONDS == 10
+    shared = world.app[SLACK].client.session
+    world.app[SLACK].client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1))
+    try:
+        request_id = await world.create()
+        await _posted(world, request_id)
+        world.slack.hang("chat.update", 6.0)  # past the retry after the timeout too
+        status, _ = await world.click(cards.ACTION_APPROVE, request_id, "U0ALICE")
+        assert status == 200
+        await world.until_votes(request_id, 1)
+        status, _ = await world.click(cards.ACTION_APPROVE, request_id, "U0CAROL")
+        assert status == 200
+        await world.until_votes(request_id, 2)
+        assert (await world.request(request_id)).status is Status.APPROVED
+
+        def final() -> bool:
+            return not _buttons(world.card(request_id).blocks)
+
+        await _until(final, within=5)  # vote 2's job (after the timed-out one)
+        assert final()
+        # The hung update lands 6 s after vote 1 and turns the card back to pending.
+        await _until(lambda: not final(), within=10)
+        assert not final(), "the late update never landed: the test did not set up the race"
+        # The re-sync (8 s after the failed job, past the hang) makes it final for good.
+        await _until(final, within=10)
+        assert final(), "the card stayed stale"
+        assert "Approved" in json.dumps(world.card(request_id).blocks)
+    finally:
+        await world.app[SLACK].client.session.close()
+        world.app[SLACK].client.session = shared
