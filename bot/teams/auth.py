@@ -46,6 +46,9 @@ BOT_FRAMEWORK_SCOPE = "https://api.botframework.com"
 _REFRESH_MARGIN_SECONDS = 300.0
 # Connector clients kept (one per app id, service URL and audience: a handful).
 _MAX_CLIENTS = 64
+# Each connector call gives up after this long (msrest's default is 100 s); the
+# chat job is retried then, well inside its lease.
+CONNECTOR_TIMEOUT_SECONDS = 10
 
 
 def speed_up_retry_policy() -> None:
@@ -158,6 +161,7 @@ class _CachingConnectorFactory(ConnectorFactory):  # type: ignore[misc]
         client = self._clients.get(key)
         if client is None:
             client = await self._inner.create(service_url, audience)
+            client.config.connection.timeout = CONNECTOR_TIMEOUT_SECONDS
             if len(self._clients) >= _MAX_CLIENTS:
                 self._clients.pop(next(iter(self._clients)))
             self._clients[key] = client

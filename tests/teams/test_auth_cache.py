@@ -5,7 +5,7 @@ from __future__ import annotations
 from botbuilder.core import CloudAdapterBase
 
 from bot.teams import TEAMS
-from bot.teams.auth import authentication
+from bot.teams.auth import CONNECTOR_TIMEOUT_SECONDS, authentication
 from tests.api.conftest import settings_for
 from tests.teams.conftest import APP_ID, APP_PASSWORD, TeamsWorld
 
@@ -23,6 +23,7 @@ async def test_connector_clients_are_shared_per_service_url_and_audience() -> No
     again = await auth.create_connector_factory(identity).create("https://smba.example/a/", None)
     other = await auth.create_connector_factory(identity).create("https://smba.example/b/", None)
     assert first is again
+    assert first.config.connection.timeout == CONNECTOR_TIMEOUT_SECONDS == 10
     assert other is not first
     users = await auth.create_user_token_client(identity)
     assert users is await auth.create_user_token_client(identity)
