@@ -94,7 +94,9 @@ async def _chat_worker(app: web.Application) -> AsyncIterator[None]:
         return
     service = app[SERVICE]
     service.chat = True  # from now on every change arms its request's chat jobs
-    worker = ChatWorker(app[ENGINE], service, app[POLICY], messengers)
+    worker = ChatWorker(
+        app[ENGINE], service, app[POLICY], messengers, lease=app[SETTINGS].chat_lease_seconds
+    )
     service.listeners.append(worker)
     app[CHAT] = worker
     task = asyncio.create_task(worker.run(), name="countersign-chat")

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     callback_lease_seconds: float = Field(
         default=60.0, ge=21.0, le=3600.0, validation_alias="COUNTERSIGN_CALLBACK_LEASE_SECONDS"
     )
+    # How long a replica owns a chat job (posting and updating cards) before another
+    # may run it: after a crash, cards wait this long. More than a job's own
+    # patience (a 10 s platform call, and ~30 s of retries to store a card's id).
+    chat_lease_seconds: float = Field(
+        default=60.0, ge=45.0, le=3600.0, validation_alias="COUNTERSIGN_CHAT_LEASE_SECONDS"
+    )
 
     @field_validator("secret_key")
     @classmethod

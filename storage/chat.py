@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -52,6 +52,8 @@ I = ChatIdentityRow.__table__  # type: ignore[attr-defined]  # noqa: E741
 T = TeamsConversationRow.__table__  # type: ignore[attr-defined]
 
 MAX_ERROR_CHARS = 300
+# The first key of the advisory locks taken while claiming chat jobs ("CHAT").
+CLAIM_LOCK_SPACE = 0x43484154
 
 
 @dataclass(frozen=True)
@@ -86,20 +88,42 @@ def enqueue_job(conn: Connection, request_id: str, kind: str, due_at: datetime) 
 
 
 def claim_jobs(conn: Connection, now: datetime, limit: int, lease: timedelta) -> list[ChatJob]:
-    """Claim due rows until ``now + lease``, grouped per request and kind (commit at once)."""
+    """Claim due rows until ``now + lease``, grouped per request and kind (commit at once).
+
+    A request with a job claimed by anyone (and not yet done, within its lease) is
+    skipped: the jobs of one request run one at a time across replicas, so an
+    older render can never land after a newer one from another replica, and the
+    requester's outcome message is sent once. On PostgreSQL two claims at the
+    same moment are kept apart per request by a transaction-level advisory lock
+    (a claim that cannot take it skips the request this round), taken only on
+    the rows this claim picked.
+    """
+    busy = J.alias("busy")
+    running = (
+        select(busy.c.id)
+        .where(busy.c.request_id == J.c.request_id, busy.c.claimed_until > now)
+        .exists()
+    )
     pick = (
         select(J.c.id)
-        .where(J.c.done_at.is_(None), J.c.due_at <= now)
+        .where(J.c.done_at.is_(None), J.c.due_at <= now, ~running)
         .order_by(J.c.due_at, J.c.id)
         .limit(limit)
     )
-    if conn.dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    ids = list((conn.execute(pick)).scalars())
+    if conn.dialect.name != "postgresql":
+        ids = list((conn.execute(pick)).scalars())  # one writer at a time: nothing to race
+    else:
+        candidates = conn.execute(
+            pick.add_columns(J.c.request_id).with_for_update(skip_locked=True)
+        ).all()
+        free = _lock_free_requests(conn, {row.request_id for row in candidates}, now)
+        ids = [row.id for row in candidates if row.request_id in free]
     if not ids:
         return []
     conn.execute(
-        update(J).where(J.c.id.in_(ids)).values(attempts=J.c.attempts + 1, due_at=now + lease)
+        update(J)
+        .where(J.c.id.in_(ids))
+        .values(attempts=J.c.attempts + 1, due_at=now + lease, claimed_until=now + lease)
     )
     rows = conn.execute(
         select(J.c.id, J.c.request_id, J.c.kind, J.c.attempts).where(J.c.id.in_(ids))
@@ -118,17 +142,43 @@ def claim_jobs(conn: Connection, now: datetime, limit: int, lease: timedelta) ->
     ]
 
 
+def _lock_free_requests(conn: Connection, request_ids: set[str], now: datetime) -> set[str]:
+    """The requests of ``request_ids`` this claim may run: their advisory lock, then not busy.
+
+    Two statements, in this order: once the lock is ours, a claim that held it
+    before has committed, so the second statement (a new snapshot) sees its
+    ``claimed_until``. The locks go with the transaction.
+    """
+    if not request_ids:
+        return set()
+    locked = list(
+        conn.execute(
+            text(
+                "SELECT r FROM unnest(CAST(:ids AS text[])) AS r"
+                " WHERE pg_try_advisory_xact_lock(:space, hashtext(r))"
+            ),
+            {"ids": sorted(request_ids), "space": CLAIM_LOCK_SPACE},
+        ).scalars()
+    )
+    if not locked:
+        return set()
+    busy = conn.execute(
+        select(J.c.request_id).where(J.c.request_id.in_(locked), J.c.claimed_until > now).distinct()
+    ).scalars()
+    return set(locked) - set(busy)
+
+
 def finish_job(conn: Connection, job: ChatJob) -> None:
     """The job's work is done: delete the rows it stood for."""
     conn.execute(J.delete().where(J.c.id.in_(job.ids)))
 
 
 def retry_job(conn: Connection, job: ChatJob, at: datetime, error: str) -> None:
-    """Reschedule a failed job's rows for ``at``."""
+    """Reschedule a failed job's rows for ``at`` (the request is free for other jobs)."""
     conn.execute(
         update(J)
         .where(J.c.id.in_(job.ids), J.c.done_at.is_(None))
-        .values(due_at=at, last_error=error[:MAX_ERROR_CHARS])
+        .values(due_at=at, claimed_until=None, last_error=error[:MAX_ERROR_CHARS])
     )
 
 

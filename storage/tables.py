@@ -264,6 +264,8 @@ class ChatJobRow(SQLModel, table=True):
     One row per change, written (a plain INSERT) by the transaction that made
     the change, so no change is lost to a crash. The worker runs the due rows
     of one request and kind once, however many there are, then deletes them.
+    ``claimed_until`` is set on the rows a worker runs now (its lease): no other
+    worker claims a job of the same request until it is done or the lease ran out.
     """
 
     __tablename__ = "chat_jobs"
@@ -278,6 +280,7 @@ class ChatJobRow(SQLModel, table=True):
     due_at: datetime = Field(sa_column=_ts())
     done_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+    claimed_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class TeamsConversationRow(SQLModel, table=True):

@@ -17,8 +17,9 @@ Everything a job has done is remembered on the card references (which
 destinations have a card, which votes were replied to, which state a card
 shows), so a job that fails half-way and runs again carries on where it
 stopped instead of posting twice. Claims are leases (``SKIP LOCKED`` on
-PostgreSQL): several replicas share the work; jobs of one request run one at a
-time per process.
+PostgreSQL): several replicas share the work; the jobs of one request run one
+at a time, across replicas too (a claimed job marks its request busy until it
+is done or its lease ran out).
 """
 
 from __future__ import annotations
@@ -199,6 +200,8 @@ class ChatWorker:
                     )
             else:
                 await self._settle(job, lambda conn: store.finish_job(conn, job))
+            # The request is free again: a job of it that waited may be claimed now.
+            self._wake.set()
 
     async def _settle(self, job: store.ChatJob, write: Callable[[Connection], None]) -> None:
         """Record a job's outcome; if the database is away, its lease runs out and it reruns."""
