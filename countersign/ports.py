@@ -6,7 +6,7 @@ can hand the service any object of this shape. No SQL or framework here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -117,6 +117,10 @@ class Transaction(Protocol):
 
     async def due_request_ids(self, now: datetime, limit: int) -> list[str]:
         """Ids of pending requests whose time has run out."""
+        ...
+
+    async def final_request_ids(self, request_ids: Sequence[str]) -> set[str]:
+        """Those of ``request_ids`` that are no longer pending."""
         ...
 
     async def history(self, query: HistoryQuery) -> list[ApprovalRequest]:

@@ -364,6 +364,11 @@ class ApprovalService:
         self._changed(*done)
         return done
 
+    async def final_request_ids(self, request_ids: Sequence[str]) -> set[str]:
+        """Those of ``request_ids`` that are final now (any client's; for the waiters)."""
+        async with self.store.read() as tx:
+            return await tx.final_request_ids(request_ids)
+
     async def history(self, query: HistoryQuery) -> list[ApprovalRequest]:
         """Requests matching ``query``, newest first."""
         async with self.store.read() as tx:

@@ -6,7 +6,7 @@ or ``read()`` and everything inside commits or rolls back together.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -350,6 +350,15 @@ class SqlTransaction:
             .limit(limit)
         )
         return [row.id for row in rows]
+
+    async def final_request_ids(self, request_ids: Sequence[str]) -> set[str]:
+        """Those of ``request_ids`` that are no longer pending (one query, by primary key)."""
+        if not request_ids:
+            return set()
+        rows = await self._db.run(
+            select(R.c.id).where(R.c.id.in_(list(request_ids)), R.c.status != Status.PENDING.value)
+        )
+        return {row.id for row in rows}
 
     async def history(self, query: HistoryQuery) -> list[ApprovalRequest]:
         """Requests matching the filters, newest first (ids are time-ordered ULIDs)."""

@@ -40,13 +40,14 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
 
     On PostgreSQL a LISTEN connection wakes this process's waiters when another
     process changes a request; SQLite has no such channel and relies on the
-    waiters' periodic re-read.
+    waiters' periodic sweep (one status query for all of them).
     """
     service = app[SERVICE]
     waiters = Waiters(service, gauge=app[METRICS].waiters)
     decisions = DecisionMetrics(app[METRICS])
     app[WAITERS] = waiters
     service.listeners.extend([waiters, decisions])
+    sweeps = asyncio.create_task(waiters.run_sweeps(), name="countersign-waiters-sweep")
     feed: asyncio.Task[None] | None = None
     engine = app[ENGINE]
     if engine.dialect.name == "postgresql":
@@ -55,6 +56,9 @@ async def api_context(app: web.Application) -> AsyncIterator[None]:
         app[CHANGE_FEED] = changes
     yield
     waiters.close()
+    sweeps.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeps
     if feed is not None:
         feed.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -6,8 +6,11 @@ Three things wake a waiter:
   the committed request is handed over, so no re-read is needed);
 - another process, through the change feed (PostgreSQL ``LISTEN``, see
   ``changefeed.py``), which calls ``wake(request_id)``: the waiter re-reads;
-- as a safety net only, a re-read every ``recheck_seconds`` (several processes
-  on one SQLite file have no feed; a feed reconnect can miss a notification).
+- as a safety net only, a sweep every ``recheck_seconds``: one query for the
+  statuses of every watched request, waking the waiters of those now final
+  (several processes on one SQLite file have no feed; a feed reconnect can
+  miss a notification). One query per sweep, not one read per waiter: 10,000
+  long-polls cost a core when each re-read its request every 5 s.
 
 A waiter registers *before* its first read, so a change that lands between
 the read and the sleep still sets its event.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -28,6 +32,9 @@ from countersign.service import ApprovalService
 __all__ = ["RECHECK_SECONDS", "Waiters"]
 
 RECHECK_SECONDS = 5.0
+SWEEP_CHUNK = 500  # request ids per status query
+
+log = logging.getLogger("countersign.api")
 
 
 @dataclass(eq=False)
@@ -76,6 +83,29 @@ class Waiters:
             for watch in watches:
                 watch.event.set()
 
+    async def sweep(self) -> int:
+        """Wake the waiters of every watched request that is final now; how many requests."""
+        ids = list(self._watches)
+        woken = 0
+        for start in range(0, len(ids), SWEEP_CHUNK):
+            for request_id in await self._service.final_request_ids(
+                ids[start : start + SWEEP_CHUNK]
+            ):
+                self.wake(request_id)
+                woken += 1
+        return woken
+
+    async def run_sweeps(self) -> None:
+        """Sweep every ``recheck_seconds`` until cancelled (a failed sweep is retried)."""
+        while not self._closing:
+            await asyncio.sleep(self.recheck_seconds)
+            if not self._watches:
+                continue
+            try:
+                await self.sweep()
+            except Exception:  # the database blinked: the next sweep tries again
+                log.warning("waiters' sweep failed", exc_info=True)
+
     def close(self) -> None:
         """Shutting down: every waiter answers now with what it has; new ones do not wait."""
         self._closing = True
@@ -115,7 +145,7 @@ class Waiters:
                 if remaining <= 0:
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(watch.event.wait(), min(remaining, self.recheck_seconds))
+                    await asyncio.wait_for(watch.event.wait(), remaining)
                 # Clear before reading: a change during the read sets it again.
                 watch.event.clear()
                 pushed, watch.pushed = watch.pushed, None
