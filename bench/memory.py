@@ -11,8 +11,9 @@ Per backend, one real ``countersign serve`` process (its RSS from /proc):
 3. the same again while every one of them has a long-poll waiting on it
    (``GET /v1/requests/{id}/wait?timeout=60``, one connection each, counted by
    the ``countersign_waiters`` gauge): what a fleet of blocked agents costs.
-The server's CPU while the long-polls wait is printed too: each waiter re-reads
-its request every 5 s as a safety net. Figures are the RSS growth over the idle server, scaled to 10,000 requests, and
+The server's CPU while the long-polls wait is printed too, measured once their
+first reads are done (the safety net is one status query per 500 waiters every
+5 s). Figures are the RSS growth over the idle server, scaled to 10,000 requests, and
 the ratio of the loaded server's RSS to the idle one's. RSS only grows here
 (Python rarely hands freed memory back), so these are high-water marks.
 """
@@ -42,6 +43,7 @@ BENCH_DB = "countersign_bench_memory"
 SECRET = "bench-server-key-0123456789abcdef"
 ADMIN = "bench-admin-token-0123456789abcdef"
 PER = 10_000
+SETTLE_SECONDS = 8.0  # after the last long-poll registered, before CPU is measured
 
 
 def rss_mib(pid: int) -> float:
@@ -188,6 +190,9 @@ async def bench(backend: str, pending: int) -> dict[str, Any]:
                     await asyncio.sleep(0.5)
                     held = await waiters(base)
                 figures["waiters"] = held
+                # A waiter registers before its first read: let those reads finish
+                # (seconds on SQLite) so the figure is the cost of waiting itself.
+                await asyncio.sleep(SETTLE_SECONDS)
                 cpu = cpu_seconds(proc.pid)
                 began = time.monotonic()
                 figures["waiting_mib"] = await settled_rss(proc.pid, 10.0)
