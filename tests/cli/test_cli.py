@@ -15,6 +15,7 @@ import pytest
 
 from countersign.cli import main
 from countersign.policy import EXAMPLE_POLICY_PATH
+from storage.migrate import head_revision
 
 
 @pytest.fixture
@@ -117,8 +118,10 @@ def test_clients_lifecycle(sqlite_env: Path) -> None:
 
 
 def test_db_upgrade_is_idempotent(sqlite_env: Path) -> None:
-    assert run("db", "upgrade") == (0, "database is at revision 0006\n")
-    assert run("db", "upgrade") == (0, "database is at revision 0006\n")
+    head = head_revision()
+    assert head == "0007"  # the newest migration (update with each new one)
+    assert run("db", "upgrade") == (0, f"database is at revision {head}\n")
+    assert run("db", "upgrade") == (0, f"database is at revision {head}\n")
 
 
 BAD_CONFIG = [
