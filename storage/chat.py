@@ -33,6 +33,7 @@ __all__ = [
     "add_card_ref",
     "card_refs",
     "claim_jobs",
+    "display_names",
     "enqueue_job",
     "find_teams_channel",
     "finish_job",
@@ -260,6 +261,21 @@ def remember_identity(
         set_={"email": email, "display_name": display_name, "updated_at": now},
     )
     conn.execute(stmt)
+
+
+async def display_names(
+    conn: AsyncConnection, platform: str, emails: Iterable[str]
+) -> dict[str, str]:
+    """E-mail → display name on ``platform`` for the people we know by name (newest wins)."""
+    wanted = sorted(set(emails))
+    if not wanted:
+        return {}
+    rows = await conn.execute(
+        select(I.c.email, I.c.display_name)
+        .where(I.c.platform == platform, I.c.email.in_(wanted), I.c.display_name.is_not(None))
+        .order_by(I.c.updated_at)
+    )
+    return {row.email: row.display_name for row in rows if row.display_name}
 
 
 async def user_ids(conn: AsyncConnection, platform: str, emails: Iterable[str]) -> dict[str, str]:

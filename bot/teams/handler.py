@@ -24,7 +24,7 @@ from botbuilder.schema import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.teams.people import NoEmail, TeamsPeople
+from bot.teams.people import NoEmail, TeamsPeople, involved
 from cards import teams as cards
 from cards.slack import REFUSALS
 from countersign.chat.commands import decode_more, parse_command
@@ -219,7 +219,10 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
             if refused is not None and refused.code != "already_voted":
                 note = REFUSALS.get(refused.code, str(refused))
         user_ids = list((await self.people.user_ids(request.rule.approvers)).values())[:60]
-        return cards.request_card(request, viewer=viewer, viewer_note=note, user_ids=user_ids)
+        names = await self.people.names(involved(request))
+        return cards.request_card(
+            request, viewer=viewer, viewer_note=note, user_ids=user_ids, people=names
+        )
 
     # -- messages: commands, and Action.Submit from older clients ------------------------
 

@@ -17,6 +17,7 @@ from botbuilder.schema import ConversationReference
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.teams.handler import CountersignTeamsBot, card_attachment
+from bot.teams.people import involved
 from cards import teams as cards
 from countersign.chat.ports import DirectKind, Unreachable
 from countersign.core.model import ApprovalRequest, Vote
@@ -139,12 +140,13 @@ class TeamsMessenger:
         """A reply under the card (its thread in a channel; the chat elsewhere)."""
         conversation_id, activity_id = split_message_id(message_id)
         conversation = await self._by_id(conversation_id)
+        names = await self.bot.people.names(involved(request, [*reminder, *escalated]))
         if vote is not None:
-            card = cards.vote_card(request, vote)
+            card = cards.vote_card(request, vote, people=names)
         elif reminder:
-            card = cards.reminder_card(request, reminder)
+            card = cards.reminder_card(request, reminder, people=names)
         else:
-            card = cards.escalation_card(request, escalated)
+            card = cards.escalation_card(request, escalated, people=names)
         await self._send(conversation, card, thread=activity_id)
 
     async def tell(
@@ -157,10 +159,11 @@ class TeamsMessenger:
     ) -> str:
         """A personal message: the outcome, a reminder or an escalation notice."""
         conversation = await self._conversation(f"dm:{email}")
+        names = await self.bot.people.names(involved(request, [*people, email]))
         if kind == "outcome":
-            card = cards.outcome_card(request)
+            card = cards.outcome_card(request, people=names)
         elif kind == "reminder":
-            card = cards.reminder_card(request, people or [email])
+            card = cards.reminder_card(request, people or [email], people=names)
         else:
-            card = cards.escalation_card(request, people or [email])
+            card = cards.escalation_card(request, people or [email], people=names)
         return await self._send(conversation, card)

@@ -14,11 +14,12 @@ from botbuilder.core.teams import TeamsInfo
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from countersign.core.identity import normalize_email
+from countersign.core.model import ApprovalRequest
 from countersign.ports import Clock
 from storage import SqlStore
 from storage import chat as chat_store
 
-__all__ = ["PLATFORM", "NoEmail", "TeamsPeople"]
+__all__ = ["PLATFORM", "NoEmail", "TeamsPeople", "involved"]
 
 PLATFORM = "teams"
 TTL_SECONDS = 600.0
@@ -38,6 +39,7 @@ class TeamsPeople:
         self.clock = clock
         self._emails: dict[str, tuple[float, str]] = {}
         self._ids: dict[frozenset[str], tuple[float, dict[str, str]]] = {}
+        self._names: dict[frozenset[str], tuple[float, dict[str, str]]] = {}
 
     async def email_of(self, turn_context: TurnContext, user_id: str) -> str:
         """The normalised e-mail of the member ``user_id`` (``NoEmail`` if none)."""
@@ -81,3 +83,30 @@ class TeamsPeople:
             self._ids.clear()
         self._ids[wanted] = (time.monotonic() + IDS_TTL_SECONDS, found)
         return dict(found)
+
+    async def names(self, emails: Iterable[str]) -> dict[str, str]:
+        """E-mail → Teams display name for the people we know (cached a minute per set).
+
+        Cards name people as Teams does; someone never seen on Teams keeps their
+        e-mail. Names come from the roster (``TeamsInfo.get_member``) and are
+        escaped on the card like every other untrusted string.
+        """
+        wanted = frozenset(emails)
+        cached = self._names.get(wanted)
+        if cached is not None and cached[0] > time.monotonic():
+            return dict(cached[1])
+        async with self.store.read() as tx:
+            found = await chat_store.display_names(tx.conn, PLATFORM, wanted)
+        if len(self._names) > IDS_CACHE_SIZE:
+            self._names.clear()
+        self._names[wanted] = (time.monotonic() + IDS_TTL_SECONDS, found)
+        return dict(found)
+
+
+def involved(request: ApprovalRequest, extra: Iterable[str] = ()) -> set[str]:
+    """Everyone a card of ``request`` may name: approvers, voters, deciders, the requester."""
+    found = set(request.rule.approvers) | {v.voter for v in request.votes}
+    found |= set(request.decided_by) | set(extra)
+    if request.requested_by:
+        found.add(request.requested_by)
+    return found

@@ -11,7 +11,9 @@ from slack_sdk.errors import SlackApiError
 
 from cards import teams as cards
 from countersign.core.model import Status
-from countersign.server import CHAT
+from countersign.server import CHAT, ENGINE
+from storage import SqlStore
+from storage import chat as chat_store
 from tests.fakes import slack_requests as slack_req
 from tests.fakes import teams_activities as acts
 from tests.teams.conftest import APP_ID, SLACK_SECRET, TeamsWorld
@@ -316,3 +318,39 @@ async def test_a_request_decided_while_teams_was_down_still_gets_its_channel_car
     # Approvers' personal chats get no card for a request already decided.
     for user in ("29:alice", "29:bob", "29:carol"):
         assert await world.cards_of(request_id, world.bf.personal_conversation_id(user)) == [], user
+
+
+async def test_cards_name_people_as_teams_does_and_escape_the_names(world: TeamsWorld) -> None:
+    """Display names from the Teams roster, not e-mail addresses; a hostile name stays text."""
+    now = world.service.clock.now()
+    hostile = "**Approved** by [IT](https://evil.example) <at>all</at>"
+    await SqlStore(world.app[ENGINE]).write_job(
+        lambda conn: chat_store.remember_identity(
+            conn,
+            platform="teams",
+            user_id="29:bob",
+            email="bob@example.com",
+            display_name=hostile,
+            now=now,
+        )
+    )
+    request_id = await world.create()
+    await world.settle()
+    alice = world.bf.personal_conversation_id("29:alice")
+    status, _ = await world.click(cards.VERB_APPROVE, request_id, "29:alice", alice)
+    assert status == 200
+    bob = world.bf.personal_conversation_id("29:bob")
+    status, _ = await world.click(cards.VERB_APPROVE, request_id, "29:bob", bob)
+    assert status == 200
+    await world.settle()
+    (card,) = await world.cards_of(request_id, world.channel)
+    text = json.dumps(card.card)
+    assert "Alice" in text
+    assert "alice@example.com" not in text  # named as Teams names her
+    assert "[IT](https://evil.example)" not in text  # bob's name cannot make a link
+    assert "**Approved**" not in text
+    assert "evil.example" in text  # bob is named, as plain text
+    reply = next(
+        a for a in world.bf.activities(world.channel) if a.reply_to_id == card.id and a.card
+    )
+    assert "Alice" in json.dumps(reply.card)
