@@ -72,6 +72,7 @@ VERB_MORE = "countersign.more"
 INPUT_REASON = "reason"
 INPUT_PARAMS = "params"
 INPUT_COMMENT = "comment"
+INPUT_APPROVE_COMMENT = "approve_comment"  # ids are unique per card: not the edit's comment
 
 _CARD_TYPE = "application/vnd.microsoft.card.adaptive"
 _MAX_MORE_DATA = 2000
@@ -214,11 +215,24 @@ def _edit(v: RequestView, b: Budget) -> Element:
     )
 
 
-def _actions(v: RequestView, b: Budget, *, vote: bool) -> list[Element]:
+def _approve(v: RequestView, *, comment: bool) -> Element:
+    if not comment:
+        return execute("Approve", VERB_APPROVE, _data(v.id), style="positive", inputs=False)
+    # The rule offers approvers a comment (``approve_comment``): optional, inline.
+    box = text_input(
+        INPUT_APPROVE_COMMENT,
+        label="Comment (optional). The requester sees this.",
+        max_length=1000,
+        placeholder="e.g. checked with the data owner",
+    )
+    approve = execute("Approve", VERB_APPROVE, _data(v.id), style="positive")
+    return show_card("Approve", [box], [approve])
+
+
+def _actions(v: RequestView, b: Budget, *, vote: bool, comment: bool = False) -> list[Element]:
     actions: list[Element] = []
     if v.is_pending and vote:
-        approve = execute("Approve", VERB_APPROVE, _data(v.id), style="positive", inputs=False)
-        actions += [approve, _deny(v), _edit(v, b)]
+        actions += [_approve(v, comment=comment), _deny(v), _edit(v, b)]
     if v.needs_details:
         actions.append(_details(v, b))
     return actions
@@ -241,6 +255,7 @@ def _request(
     lead: Callable[[Budget], str] | None = None,
     note: str | None = None,
     user_ids: Sequence[str] = (),
+    approve_comment: bool = False,
 ) -> Card:
     def build(b: Budget) -> Card:
         body = [text_block(lead(b))] if lead else []
@@ -248,7 +263,7 @@ def _request(
         if note:
             body.append(text_block(note, color="accent", separator=True))
         again = refresh(VERB_REFRESH, _data(v.id), user_ids) if v.is_pending else None
-        actions = _actions(v, b, vote=note is None)
+        actions = _actions(v, b, vote=note is None, comment=approve_comment)
         return adaptive_card(
             body, actions, fallback_text=piece("request", "fallback", v=v), refresh_=again
         )
@@ -263,17 +278,19 @@ def request_card(
     viewer_note: str | None = None,
     user_ids: Sequence[str] = (),
     people: Mapping[str, str] | None = None,
+    approve_comment: bool = False,
 ) -> Card:
     """The request card in its current state, as ``viewer`` (an e-mail) should see it.
 
     ``viewer_note`` (the caller's reason this viewer may not vote) replaces
     the vote buttons; without one, a viewer who already voted sees their vote
     instead. ``user_ids`` (Teams user ids, up to 60) get the card refreshed
-    automatically while it is pending.
+    automatically while it is pending. ``approve_comment``: the rule offers
+    approvers an optional comment, so Approve opens a comment box first.
     """
     v = request_view(request, people=people)
     note = _viewer_note(v, viewer, viewer_note)
-    return _request(v, note=note, user_ids=user_ids)
+    return _request(v, note=note, user_ids=user_ids, approve_comment=approve_comment)
 
 
 def reminder_card(

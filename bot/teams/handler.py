@@ -177,8 +177,11 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
             if verb == cards.VERB_REFRESH:
                 request = await self.service.get_request(request_id)
             elif verb == cards.VERB_APPROVE:
+                comment = str(data.get(cards.INPUT_APPROVE_COMMENT) or "").strip() or None
                 request = (
-                    await self.service.cast_vote(request_id, email, PLATFORM, Choice.APPROVE)
+                    await self.service.cast_vote(
+                        request_id, email, PLATFORM, Choice.APPROVE, comment=comment
+                    )
                 ).request
             elif verb == cards.VERB_DENY:
                 reason = str(data.get(cards.INPUT_REASON) or "").strip()
@@ -220,8 +223,14 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
                 note = REFUSALS.get(refused.code, str(refused))
         user_ids = list((await self.people.user_ids(request.rule.approvers)).values())[:60]
         names = await self.people.names(involved(request))
+        rule = self.service.policy.rule(request.rule.name)
         return cards.request_card(
-            request, viewer=viewer, viewer_note=note, user_ids=user_ids, people=names
+            request,
+            viewer=viewer,
+            viewer_note=note,
+            user_ids=user_ids,
+            people=names,
+            approve_comment=rule is not None and rule.approve_comment,
         )
 
     # -- messages: commands, and Action.Submit from older clients ------------------------

@@ -53,6 +53,13 @@ rules:
     notify:
       slack: ["#approvals"]
       teams: ["Ops/General", "approvers"]
+  - name: reviewed-export
+    match: {action: "db.review"}
+    approvers: [group:sre]
+    quorum: 1
+    approve_comment: true
+    notify:
+      teams: ["Ops/General"]
   - name: default
     match: {}
     approvers: [group:sre]

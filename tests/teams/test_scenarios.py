@@ -354,3 +354,30 @@ async def test_cards_name_people_as_teams_does_and_escape_the_names(world: Teams
         a for a in world.bf.activities(world.channel) if a.reply_to_id == card.id and a.card
     )
     assert "Alice" in json.dumps(reply.card)
+
+
+async def test_a_rule_that_asks_for_a_comment_gets_one_from_teams(world: TeamsWorld) -> None:
+    """``approve_comment: true``: Approve opens a comment box; the comment goes with the vote."""
+    request_id = await world.create(action="db.review")
+    await world.settle()
+    (card,) = await world.cards_of(request_id, world.channel)
+    approve = next(a for a in (card.card or {}).get("actions", []) if a.get("title") == "Approve")
+    assert approve["type"] == "Action.ShowCard"
+    assert approve["card"]["body"][0]["id"] == cards.INPUT_APPROVE_COMMENT
+    status, body = await world.click(
+        cards.VERB_APPROVE,
+        request_id,
+        "29:alice",
+        world.channel,
+        **{cards.INPUT_APPROVE_COMMENT: "  checked with the data owner  "},
+    )
+    assert status == 200, body
+    request = await world.request(request_id)
+    assert request.status is Status.APPROVED
+    assert request.votes[0].comment == "checked with the data owner"
+    # Without a comment it is still an approval (the box is optional).
+    other = await world.create(action="db.review", resource="prod/other")
+    await world.settle()
+    status, _ = await world.click(cards.VERB_APPROVE, other, "29:bob", world.channel)
+    assert status == 200
+    assert (await world.request(other)).votes[0].comment is None

@@ -46,6 +46,9 @@ def _denied() -> Any:
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "pending": lambda: teams.request_card(make(), people=NAMES, user_ids=["29:alice", "29:bob"]),
     "pending_1_of_2": lambda: teams.request_card(_one_of_two(), people=NAMES),
+    "pending_approve_comment": lambda: teams.request_card(
+        make(), people=NAMES, approve_comment=True
+    ),
     "pending_viewer_voted": lambda: teams.request_card(_one_of_two(), viewer=ALICE, people=NAMES),
     "approved": lambda: teams.request_card(_approved(), people=NAMES),
     "approved_with_changes": lambda: teams.request_card(_approved_with_changes(), people=NAMES),
