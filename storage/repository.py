@@ -49,8 +49,9 @@ CHANGES_CHANNEL = "countersign_requests"
 def history_statement(query: HistoryQuery) -> Any:
     """The SELECT of one history page: filters, the cursor, newest first.
 
-    Each equality filter has an index ending in ``id`` (migration 0006), so a page
-    is a range of one index read backwards, never a sort of every matching row.
+    The client, status, action and requested-by filters each have an index ending
+    in ``id`` (migration 0006), so such a page is a range of one index read
+    backwards, never a sort of every matching row; the others walk the primary key.
     """
     stmt = select(R)
     if query.status is not None:
