@@ -29,14 +29,15 @@ __all__ = [
     "CardRef",
     "ChatJob",
     "J",
+    "KnownPerson",
     "TeamsConversation",
     "add_card_ref",
     "card_refs",
     "claim_jobs",
-    "display_names",
     "enqueue_job",
     "find_teams_channel",
     "finish_job",
+    "known_people",
     "pending_job_count",
     "personal_teams_conversation",
     "remember_identity",
@@ -263,32 +264,33 @@ def remember_identity(
     conn.execute(stmt)
 
 
-async def display_names(
+@dataclass(frozen=True)
+class KnownPerson:
+    """A chat user we have resolved: their id on the platform and display name, if any."""
+
+    user_id: str
+    display_name: str | None
+
+
+async def known_people(
     conn: AsyncConnection, platform: str, emails: Iterable[str]
-) -> dict[str, str]:
-    """E-mail → display name on ``platform`` for the people we know by name (newest wins)."""
+) -> dict[str, KnownPerson]:
+    """E-mail → the chat user we know on ``platform`` (the newest, if several)."""
     wanted = sorted(set(emails))
     if not wanted:
         return {}
     rows = await conn.execute(
-        select(I.c.email, I.c.display_name)
-        .where(I.c.platform == platform, I.c.email.in_(wanted), I.c.display_name.is_not(None))
+        select(I.c.email, I.c.user_id, I.c.display_name)
+        .where(I.c.platform == platform, I.c.email.in_(wanted))
         .order_by(I.c.updated_at)
     )
-    return {row.email: row.display_name for row in rows if row.display_name}
+    return {row.email: KnownPerson(row.user_id, row.display_name) for row in rows}
 
 
 async def user_ids(conn: AsyncConnection, platform: str, emails: Iterable[str]) -> dict[str, str]:
     """E-mail → chat user id for the people we know on ``platform`` (newest wins)."""
-    wanted = sorted(set(emails))
-    if not wanted:
-        return {}
-    rows = await conn.execute(
-        select(I.c.email, I.c.user_id)
-        .where(I.c.platform == platform, I.c.email.in_(wanted))
-        .order_by(I.c.updated_at)
-    )
-    return {row.email: row.user_id for row in rows}
+    known = await known_people(conn, platform, emails)
+    return {email: person.user_id for email, person in known.items()}
 
 
 @dataclass(frozen=True)

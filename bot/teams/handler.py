@@ -221,8 +221,10 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
             # A viewer who voted already sees their own vote on the card instead.
             if refused is not None and refused.code != "already_voted":
                 note = REFUSALS.get(refused.code, str(refused))
-        user_ids = list((await self.people.user_ids(request.rule.approvers)).values())[:60]
-        names = await self.people.names(involved(request))
+        everyone = involved(request)  # one cached lookup for the ids and the names
+        ids = await self.people.user_ids(everyone)
+        user_ids = [ids[e] for e in sorted(request.rule.approvers) if e in ids][:60]
+        names = await self.people.names(everyone)
         rule = self.service.policy.rule(request.rule.name)
         return cards.request_card(
             request,

@@ -38,8 +38,7 @@ class TeamsPeople:
         self.store = SqlStore(engine)
         self.clock = clock
         self._emails: dict[str, tuple[float, str]] = {}
-        self._ids: dict[frozenset[str], tuple[float, dict[str, str]]] = {}
-        self._names: dict[frozenset[str], tuple[float, dict[str, str]]] = {}
+        self._known_sets: dict[frozenset[str], tuple[float, dict[str, chat_store.KnownPerson]]] = {}
 
     async def email_of(self, turn_context: TurnContext, user_id: str) -> str:
         """The normalised e-mail of the member ``user_id`` (``NoEmail`` if none)."""
@@ -67,40 +66,36 @@ class TeamsPeople:
         )
         return email
 
-    async def user_ids(self, emails: Iterable[str]) -> dict[str, str]:
-        """E-mail → Teams user id for the people we know (cached a minute per set of people).
+    async def _known(self, emails: Iterable[str]) -> dict[str, chat_store.KnownPerson]:
+        """The people of ``emails`` we know on Teams (one query, cached a minute per set).
 
-        Every card carries its approvers' ids for ``refresh``; a request's approvers
-        are the same set card after card, so one lookup serves them all.
+        A request's people are the same set card after card, so one lookup serves
+        them all.
         """
         wanted = frozenset(emails)
-        cached = self._ids.get(wanted)
+        cached = self._known_sets.get(wanted)
         if cached is not None and cached[0] > time.monotonic():
-            return dict(cached[1])
+            return cached[1]
         async with self.store.read() as tx:
-            found = await chat_store.user_ids(tx.conn, PLATFORM, wanted)
-        if len(self._ids) > IDS_CACHE_SIZE:
-            self._ids.clear()
-        self._ids[wanted] = (time.monotonic() + IDS_TTL_SECONDS, found)
-        return dict(found)
+            found = await chat_store.known_people(tx.conn, PLATFORM, wanted)
+        if len(self._known_sets) > IDS_CACHE_SIZE:
+            self._known_sets.clear()
+        self._known_sets[wanted] = (time.monotonic() + IDS_TTL_SECONDS, found)
+        return found
+
+    async def user_ids(self, emails: Iterable[str]) -> dict[str, str]:
+        """E-mail → Teams user id (every card carries its approvers' ids for ``refresh``)."""
+        return {email: p.user_id for email, p in (await self._known(emails)).items()}
 
     async def names(self, emails: Iterable[str]) -> dict[str, str]:
-        """E-mail → Teams display name for the people we know (cached a minute per set).
+        """E-mail → Teams display name, for those we know by name.
 
         Cards name people as Teams does; someone never seen on Teams keeps their
         e-mail. Names come from the roster (``TeamsInfo.get_member``) and are
         escaped on the card like every other untrusted string.
         """
-        wanted = frozenset(emails)
-        cached = self._names.get(wanted)
-        if cached is not None and cached[0] > time.monotonic():
-            return dict(cached[1])
-        async with self.store.read() as tx:
-            found = await chat_store.display_names(tx.conn, PLATFORM, wanted)
-        if len(self._names) > IDS_CACHE_SIZE:
-            self._names.clear()
-        self._names[wanted] = (time.monotonic() + IDS_TTL_SECONDS, found)
-        return dict(found)
+        known = await self._known(emails)
+        return {email: p.display_name for email, p in known.items() if p.display_name}
 
 
 def involved(request: ApprovalRequest, extra: Iterable[str] = ()) -> set[str]:
