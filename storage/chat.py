@@ -44,6 +44,7 @@ __all__ = [
     "retry_job",
     "save_teams_conversation",
     "set_card_extra",
+    "set_card_message",
     "teams_conversations",
     "user_ids",
 ]
@@ -233,6 +234,14 @@ def add_card_ref(
         .returning(K.c.id)
     )
     return CardRef(result.scalar_one(), request_id, platform, destination, message_id, extra)
+
+
+def set_card_message(
+    conn: Connection, ref: CardRef, message_id: str, extra: Mapping[str, Any]
+) -> CardRef:
+    """The message a stored intent (a card being posted) turned out to be."""
+    conn.execute(update(K).where(K.c.id == ref.id).values(message_id=message_id, extra=dict(extra)))
+    return CardRef(ref.id, ref.request_id, ref.platform, ref.destination, message_id, extra)
 
 
 def set_card_extra(conn: Connection, ref_id: int, extra: Mapping[str, Any]) -> None:

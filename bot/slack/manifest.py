@@ -8,7 +8,10 @@ __all__ = ["BOT_SCOPES", "manifest"]
 
 # What each scope is for: post and update cards, DM people, read who clicked
 # (users:read + users:read.email: the e-mail every rule compares), find
-# approvers by e-mail, and the slash command.
+# approvers by e-mail, and the slash command. The history and read scopes serve
+# one thing: finding our own card after a post whose answer was lost (a timeout,
+# a replica killed mid-call), by its metadata, instead of posting it twice
+# (``SlackMessenger.find``); channel names are turned into ids for that.
 BOT_SCOPES = (
     "chat:write",
     "chat:write.public",
@@ -16,6 +19,11 @@ BOT_SCOPES = (
     "users:read",
     "users:read.email",
     "commands",
+    "channels:history",
+    "groups:history",
+    "im:history",
+    "channels:read",
+    "groups:read",
 )
 
 

@@ -4,10 +4,16 @@ A Slack message id is ``<channel id>/<ts>``. Channels are posted to by name or
 id as the policy names them (Slack resolves names); people by e-mail, through
 ``users.lookupByEmail`` and ``conversations.open``. HTTP 429 is retried by the
 client's rate-limit handler (see ``bot.slack.app.web_client``), never dropped.
+
+Every card carries message metadata naming its request and destination
+(``countersign_card``), so a card whose ``chat.postMessage`` answer was lost (a
+timeout, a replica killed mid-call) is found again in the channel's history
+instead of being posted twice: ``find``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +25,22 @@ from cards import slack as cards
 from countersign.chat.ports import DirectKind, Unreachable
 from countersign.core.model import ApprovalRequest, Vote
 
-__all__ = ["SlackMessenger", "split_message_id"]
+__all__ = ["CARD_EVENT", "FIND_SCAN_LIMIT", "SlackMessenger", "split_message_id"]
+
+log = logging.getLogger("countersign.slack")
+
+# The metadata event type of a request card.
+CARD_EVENT = "countersign_card"
+# How far back ``find`` reads a conversation (newest first), in messages: a card
+# in doubt was posted a few minutes earlier at most (a job's lease and retry).
+FIND_SCAN_LIMIT = 1000
+FIND_PAGE = 200
+# Errors of a history lookup meaning "we may not read here" (an install without
+# the history scopes, a public channel the bot posts to without being a member):
+# the card is then posted again, as before this lookup existed.
+_NOT_READABLE = frozenset(
+    {"missing_scope", "not_in_channel", "channel_not_found", "not_allowed_token_type"}
+)
 
 # Errors meaning "that place does not exist for us": remembered, not retried.
 _UNREACHABLE = frozenset(
@@ -54,9 +75,13 @@ class SlackMessenger:
 
     platform = PLATFORM
 
+    finds_cards = True
+
     def __init__(self, client: AsyncWebClient, people: SlackPeople) -> None:
         self.client = client
         self.people = people
+        self._bot_id: str | None = None
+        self._channel_ids: dict[str, str] = {}  # "#name" -> channel id, for ``find``
 
     async def _call(self, method: str, **kwargs: Any) -> Any:
         try:
@@ -88,8 +113,86 @@ class SlackMessenger:
         message = cards.request_message(
             request, people=await self.people.mentions(_people_of(request))
         )
-        posted = await self._call("chat_postMessage", channel=channel, **message)
+        metadata = {
+            "event_type": CARD_EVENT,
+            "event_payload": {"request_id": request.id, "destination": destination},
+        }
+        posted = await self._call("chat_postMessage", channel=channel, metadata=metadata, **message)
         return f"{posted['channel']}/{posted['ts']}"
+
+    async def find(self, destination: str, request: ApprovalRequest) -> str | None:
+        """The card of ``request`` that we posted to ``destination``, from its metadata.
+
+        Reads the conversation newest first, up to ``FIND_SCAN_LIMIT`` messages;
+        only a message posted by this bot counts (another app could post a message
+        with the same metadata). ``None`` when there is none, or when this install
+        may not read the conversation (then the caller posts again).
+        """
+        try:
+            channel = await self._channel_id(destination)
+            if channel is None:
+                return None
+            bot_id = await self._our_bot_id()
+            cursor: str | None = None
+            read = 0
+            while read < FIND_SCAN_LIMIT:
+                page = await self._call(
+                    "conversations_history",
+                    channel=channel,
+                    limit=FIND_PAGE,
+                    include_all_metadata=True,
+                    **({"cursor": cursor} if cursor else {}),
+                )
+                messages = page.get("messages") or []
+                for message in messages:
+                    if message.get("bot_id") == bot_id and _is_card(message, request, destination):
+                        return f"{channel}/{message['ts']}"
+                read += len(messages)
+                cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+                if not page.get("has_more") or cursor is None:
+                    return None
+            return None
+        except SlackApiError as exc:
+            if exc.response.get("error") in _NOT_READABLE:
+                log.warning(
+                    "cannot look for the card of %s in %s (%s): posting it again",
+                    request.id,
+                    destination,
+                    exc.response.get("error"),
+                )
+                return None
+            raise
+
+    async def _our_bot_id(self) -> str:
+        if self._bot_id is None:
+            self._bot_id = str((await self._call("auth_test"))["bot_id"])
+        return self._bot_id
+
+    async def _channel_id(self, destination: str) -> str | None:
+        """The conversation id behind a destination (history takes ids, not names)."""
+        kind, _, target = destination.partition(":")
+        if kind == "dm":
+            return await self._dm_channel(target)
+        if kind != "channel":
+            return None
+        if not target.startswith("#"):
+            return target
+        if target not in self._channel_ids:
+            cursor: str | None = None
+            while True:
+                page = await self._call(
+                    "conversations_list",
+                    types="public_channel,private_channel",
+                    exclude_archived=True,
+                    limit=1000,
+                    **({"cursor": cursor} if cursor else {}),
+                )
+                for channel in page.get("channels") or []:
+                    self._channel_ids[f"#{channel['name']}"] = str(channel["id"])
+                cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+                if target in self._channel_ids or cursor is None:
+                    break
+        return self._channel_ids.get(target)
 
     async def update(self, message_id: str, request: ApprovalRequest) -> None:
         """Re-render the card in place (``chat.update``)."""
@@ -142,3 +245,14 @@ class SlackMessenger:
             message = cards.escalation_message(request, people or [email], people=mentions)
         posted = await self._call("chat_postMessage", channel=channel, **message)
         return f"{posted['channel']}/{posted['ts']}"
+
+
+def _is_card(message: Any, request: ApprovalRequest, destination: str) -> bool:
+    metadata = message.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    return bool(
+        metadata.get("event_type") == CARD_EVENT
+        and payload.get("request_id") == request.id
+        and payload.get("destination") == destination
+        and message.get("ts")
+    )

@@ -37,6 +37,9 @@ class TeamsMessenger:
     """Posts and keeps Teams cards of requests."""
 
     platform = "teams"
+    # A bot cannot list a conversation's messages in Teams: a card posted by a
+    # call whose answer was lost cannot be found again (see RELIABILITY.md).
+    finds_cards = False
 
     def __init__(self, adapter: Any, app_id: str, bot: CountersignTeamsBot, engine: AsyncEngine):
         self.adapter = adapter
@@ -109,6 +112,10 @@ class TeamsMessenger:
 
         await self._in(conversation, work)
         return f"{conversation.id}|{sent[0]}"
+
+    async def find(self, destination: str, request: ApprovalRequest) -> str | None:
+        """Never found: see ``finds_cards``."""
+        return None
 
     async def post(self, destination: str, request: ApprovalRequest) -> str:
         """Post the card into the destination's conversation."""

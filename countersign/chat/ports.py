@@ -27,9 +27,16 @@ class Messenger(Protocol):
     """Posts, updates and replies to request cards on one chat platform."""
 
     platform: str
+    # Whether ``find`` can find a posted card again (then an intent is stored
+    # before each post, and a post left in doubt is looked for before posting again).
+    finds_cards: bool
 
     async def post(self, destination: str, request: ApprovalRequest) -> str:
         """Post the request's card; its message id (``Unreachable`` if there is no such place)."""
+        ...
+
+    async def find(self, destination: str, request: ApprovalRequest) -> str | None:
+        """The message id of the request's card already posted to ``destination``, if any."""
         ...
 
     async def update(self, message_id: str, request: ApprovalRequest) -> None:

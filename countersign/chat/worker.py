@@ -66,6 +66,11 @@ MAX_BACKOFF_SECONDS = 300.0
 # The message id stored for a destination that was tried and found unreachable
 # (so it is not tried on every sync); unique per request, like real ids.
 UNREACHED = "none:"
+# The message id stored, before posting, for a card being posted (on platforms
+# that can find a posted card again): if the post's answer is lost (a timeout,
+# a replica killed mid-call), the card may still be out, so the next run looks
+# for it before posting again.
+POSTING = "posting:"
 
 
 def destinations(request: ApprovalRequest, notify: Iterable[str]) -> list[str]:
@@ -86,6 +91,15 @@ def fingerprint(request: ApprovalRequest) -> str:
 
 def _unreached(ref: store.CardRef) -> bool:
     return ref.message_id.startswith(UNREACHED)
+
+
+def _posting(ref: store.CardRef) -> bool:
+    return ref.message_id.startswith(POSTING)
+
+
+def _live(ref: store.CardRef) -> bool:
+    """A card that is out there (not an unreachable place, not a post in doubt)."""
+    return not (_unreached(ref) or _posting(ref))
 
 
 def _awaited(request: ApprovalRequest) -> list[str]:
@@ -274,17 +288,18 @@ class ChatWorker:
         self, messenger: Messenger, request: ApprovalRequest, force: bool = False
     ) -> None:
         refs = await self._refs(request.id, messenger.platform)
-        have = {ref.destination for ref in refs}
+        have = {ref.destination: ref for ref in refs}
         for destination in destinations(request, self._notify(request, messenger.platform)):
             # A request decided before its card reached a channel (the platform was
             # down, or the others were quicker) still gets its card there, final, so
             # every channel keeps the record; a direct message would only be noise.
-            if destination not in have and (
-                not request.status.is_final or destination.startswith("channel:")
-            ):
-                await self._post(messenger, destination, request)
-        for ref in refs:
-            if ref.destination.startswith("outcome:") or _unreached(ref):
+            wanted = not request.status.is_final or destination.startswith("channel:")
+            ref = have.get(destination)
+            if (ref is None and wanted) or (ref is not None and _posting(ref)):
+                ref = await self._post(messenger, destination, request, ref, wanted=wanted)
+                have[destination] = ref
+        for ref in have.values():
+            if ref.destination.startswith("outcome:") or not _live(ref):
                 continue
             await self._refresh(messenger, ref, request, force)
         if request.status.is_final and request.requested_by:
@@ -296,7 +311,39 @@ class ChatWorker:
                     message_id = UNREACHED + request.id
                 await self._remember(request.id, messenger.platform, key, message_id, {})
 
-    async def _post(self, messenger: Messenger, destination: str, request: ApprovalRequest) -> None:
+    async def _post(
+        self,
+        messenger: Messenger,
+        destination: str,
+        request: ApprovalRequest,
+        intent: store.CardRef | None = None,
+        *,
+        wanted: bool = True,
+    ) -> store.CardRef:
+        """Post the card to ``destination`` once; its reference.
+
+        On a platform that can find a posted card again, the intent is stored
+        first, and a post left in doubt (``intent``: its answer never came) is
+        looked for before posting again: chat APIs take no idempotency key, and
+        a second card would leave the first one stale for good.
+        """
+        # The new card shows every vote so far: none of them needs a reply.
+        extra = {"state": fingerprint(request), "replied": [v.voter for v in request.votes]}
+        if intent is not None:
+            try:
+                found = await messenger.find(destination, request)
+            except Unreachable:
+                found = None
+            if found is not None:
+                log.info("%s: found the card of %s in %s", messenger.platform, request.id, found)
+                # It shows the request as it was when posted: the refresh rewrites it.
+                return await self._settle_ref(intent, found, dict(intent.extra))
+            if not wanted:  # final, and no card came out here: none is needed now
+                return await self._settle_ref(intent, UNREACHED + request.id, extra)
+        elif messenger.finds_cards:
+            intent = await self._remember(
+                request.id, messenger.platform, destination, POSTING + request.id, extra
+            )
         try:
             message_id = await messenger.post(destination, request)
         except Unreachable as exc:
@@ -304,9 +351,9 @@ class ChatWorker:
                 "%s: cannot reach %s for %s: %s", messenger.platform, destination, request.id, exc
             )
             message_id = UNREACHED + request.id
-        # The new card shows every vote so far: none of them needs a reply.
-        extra = {"state": fingerprint(request), "replied": [v.voter for v in request.votes]}
-        await self._remember(request.id, messenger.platform, destination, message_id, extra)
+        if intent is not None:
+            return await self._settle_ref(intent, message_id, extra)
+        return await self._remember(request.id, messenger.platform, destination, message_id, extra)
 
     async def _refresh(
         self,
@@ -344,7 +391,7 @@ class ChatWorker:
             return
         for messenger in self.messengers:
             for ref in await self._refs(request.id, messenger.platform):
-                if ref.destination.startswith("channel:") and not _unreached(ref):
+                if ref.destination.startswith("channel:") and _live(ref):
                     await messenger.reply(ref.message_id, request, reminder=awaited)
             for email in awaited:
                 with contextlib.suppress(Unreachable):
@@ -365,12 +412,13 @@ class ChatWorker:
         added = sorted(wider.rule.approvers - request.rule.approvers) if wider else []
         for messenger in self.messengers:
             refs = await self._refs(request.id, messenger.platform)
-            have = {ref.destination for ref in refs}
+            have = {ref.destination: ref for ref in refs}
             for email in targets:
-                if f"dm:{email}" not in have:
-                    await self._post(messenger, f"dm:{email}", current)
+                ref = have.get(f"dm:{email}")
+                if ref is None or _posting(ref):
+                    await self._post(messenger, f"dm:{email}", current, ref)
             for ref in refs if added else ():
-                if ref.destination.startswith("channel:") and not _unreached(ref):
+                if ref.destination.startswith("channel:") and _live(ref):
                     await messenger.reply(ref.message_id, current, escalated=added)
 
     # -- card references -----------------------------------------------------------------
@@ -386,11 +434,11 @@ class ChatWorker:
         destination: str,
         message_id: str,
         extra: Mapping[str, Any],
-    ) -> None:
+    ) -> store.CardRef:
         now = self.service.clock.now()
-
-        def write(conn: Connection) -> None:
-            store.add_card_ref(
+        return await self._persist(
+            request_id,
+            lambda conn: store.add_card_ref(
                 conn,
                 request_id=request_id,
                 platform=platform,
@@ -398,18 +446,30 @@ class ChatWorker:
                 message_id=message_id,
                 extra=extra,
                 now=now,
-            )
+            ),
+        )
 
+    async def _settle_ref(
+        self, intent: store.CardRef, message_id: str, extra: Mapping[str, Any]
+    ) -> store.CardRef:
+        """Turn a stored intent into the posted card's reference."""
+        return await self._persist(
+            intent.request_id,
+            lambda conn: store.set_card_message(conn, intent, message_id, extra),
+        )
+
+    async def _persist(
+        self, request_id: str, write: Callable[[Connection], store.CardRef]
+    ) -> store.CardRef:
         # The card is out: losing its reference to a dropped connection would post it
         # again on the retry and leave this one stale. Try a few times before that.
         for pause in REMEMBER_RETRY_PAUSES:
             try:
-                await self.store.write_job(write)
-                return
+                return await self.store.write_job(write)
             except Exception:
                 log.warning("could not store the card reference of %s; retrying", request_id)
                 await asyncio.sleep(pause)
-        await self.store.write_job(write)
+        return await self.store.write_job(write)
 
     async def _save_extra(self, ref_id: int, extra: Mapping[str, Any]) -> None:
         await self.store.write_job(lambda conn: store.set_card_extra(conn, ref_id, extra))

@@ -26,6 +26,7 @@ response_url posts; and it takes faults (``rate_limit``, ``fail``, ``hang``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import itertools
@@ -326,6 +327,8 @@ class Message:
     metadata: JSON | None = None
     deleted: bool = False
     history: list[MessageState] = field(default_factory=list)
+    bot_id: str | None = BOT_ID  # None: a person's message
+    app_id: str | None = APP_ID
 
     @property
     def updates(self) -> list[MessageState]:
@@ -340,11 +343,13 @@ class Message:
             "text": self.text,
             "ts": self.ts,
             "user": self.user,
-            "bot_id": BOT_ID,
-            "app_id": APP_ID,
             "team": TEAM_ID,
             "blocks": self.blocks,
         }
+        if self.bot_id is not None:
+            shown["bot_id"] = self.bot_id
+        if self.app_id is not None:
+            shown["app_id"] = self.app_id
         if self.thread_ts:
             shown["thread_ts"] = self.thread_ts
         return shown
@@ -427,6 +432,7 @@ class Channel:
     id: str
     name: str
     is_member: bool = True  # the bot; posting elsewhere is `not_in_channel`
+    is_private: bool = False
 
 
 @dataclass
@@ -437,6 +443,34 @@ class _Fault:
     status: int = 500
     error: str = "fatal_error"
     seconds: float = 0.0
+
+
+def _int_arg(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() in ("1", "true")
+
+
+def _cursor(offset: int) -> str:
+    return base64.b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _cursor_offset(cursor: Any) -> int:
+    """Where a page starts; a cursor we did not issue is ``invalid_cursor``."""
+    if not cursor:
+        return 0
+    try:
+        kind, _, offset = base64.b64decode(str(cursor)).decode().partition(":")
+        if kind == "offset":
+            return int(offset)
+    except ValueError:
+        pass
+    raise ApiError("invalid_cursor")
 
 
 class ApiError(Exception):
@@ -517,6 +551,8 @@ class FakeSlack:
             "users.info": self._users_info,
             "users.lookupByEmail": self._users_lookup_by_email,
             "conversations.open": self._conversations_open,
+            "conversations.history": self._conversations_history,
+            "conversations.list": self._conversations_list,
         }
 
         self.add_user(BOT_USER_ID, None, name="countersign", real_name="Countersign", is_bot=True)
@@ -585,11 +621,29 @@ class FakeSlack:
         self.users[user_id] = user
         return user
 
-    def add_channel(self, channel_id: str, name: str, *, is_member: bool = True) -> Channel:
+    def add_channel(
+        self, channel_id: str, name: str, *, is_member: bool = True, is_private: bool = False
+    ) -> Channel:
         """Add (or replace) a channel; ``is_member=False``: the bot is not in it."""
-        channel = Channel(channel_id, name.removeprefix("#"), is_member)
+        channel = Channel(channel_id, name.removeprefix("#"), is_member, is_private)
         self.channels[channel_id] = channel
         return channel
+
+    def add_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str,
+        bot_id: str | None = None,
+        app_id: str | None = None,
+        metadata: JSON | None = None,
+    ) -> Message:
+        """A top-level message someone else posted (a person, or another app's bot)."""
+        message = self._store(channel, text, [], None, "test")
+        message.user, message.bot_id, message.app_id = user, bot_id, app_id
+        message.metadata = metadata
+        return message
 
     def dm_channel(self, user_id: str) -> str:
         """The bot's DM channel with ``user_id`` (``D...``), stable per user."""
@@ -873,8 +927,9 @@ class FakeSlack:
         channel = self._resolve_channel(args.get("channel"))
         text, blocks, warnings = self._content(args)
         thread_ts = args.get("thread_ts") or None
+        metadata = self._metadata(args)
         message = self._store(channel, text, blocks, thread_ts, "chat.postMessage")
-        message.metadata = self._json_arg(args, "metadata", "invalid_metadata_format")
+        message.metadata = metadata
         answer: JSON = {
             "channel": channel,
             "ts": message.ts,
@@ -884,6 +939,19 @@ class FakeSlack:
             answer["warning"] = ",".join(warnings)
             answer["response_metadata"] = {"warnings": warnings}
         return answer
+
+    def _metadata(self, args: JSON) -> JSON | None:
+        """Message metadata: an ``event_type`` string and an ``event_payload`` object."""
+        metadata = self._json_arg(args, "metadata", "invalid_metadata_format")
+        if metadata is None:
+            return None
+        if not isinstance(metadata, dict):
+            raise ApiError("invalid_metadata_format")
+        if not isinstance(metadata.get("event_type"), str) or not isinstance(
+            metadata.get("event_payload"), dict
+        ):
+            raise ApiError("invalid_metadata_schema")
+        return copy.deepcopy(metadata)
 
     async def _chat_update(self, args: JSON) -> JSON:
         channel = self._resolve_channel(args.get("channel"), by_name=False)
@@ -985,6 +1053,78 @@ class FakeSlack:
         if len(wanted) > 1:
             raise ApiError("not_supported", detail="the fake opens one-to-one DMs only")
         return {"channel": {"id": self.dm_channel(wanted[0])}, "no_op": False}
+
+    async def _conversations_history(self, args: JSON) -> JSON:
+        """Top-level messages of a conversation the bot is in, newest first, paged.
+
+        Takes an id only (no ``#name``); ``oldest`` / ``latest`` / ``inclusive``,
+        ``limit`` (default 100, at most 999) and ``cursor`` as Slack does; message
+        metadata only with ``include_all_metadata``.
+        """
+        channel = self._resolve_channel(args.get("channel"), by_name=False)
+        limit = _int_arg(args.get("limit"), 100)
+        if limit < 1:
+            limit = 100
+        limit = min(limit, 999)
+        inclusive = _flag(args.get("inclusive"))
+        oldest = float(args.get("oldest") or 0)
+        latest = float(args["latest"]) if args.get("latest") else float("inf")
+
+        def within(ts: float) -> bool:
+            if inclusive:
+                return oldest <= ts <= latest
+            return oldest < ts < latest if args.get("oldest") else ts < latest
+
+        found = [
+            m
+            for m in reversed(self.messages_in(channel))
+            if not m.deleted
+            and (m.thread_ts is None or m.thread_ts == m.ts)
+            and within(float(m.ts))
+        ]
+        start = _cursor_offset(args.get("cursor"))
+        page = found[start : start + limit]
+        with_metadata = _flag(args.get("include_all_metadata"))
+        shown = []
+        for message in page:
+            item = self._message_json(message)
+            if with_metadata and message.metadata is not None:
+                item["metadata"] = copy.deepcopy(message.metadata)
+            shown.append(item)
+        more = start + limit < len(found)
+        return {
+            "messages": shown,
+            "has_more": more,
+            "pin_count": 0,
+            "response_metadata": {"next_cursor": _cursor(start + limit) if more else ""},
+        }
+
+    async def _conversations_list(self, args: JSON) -> JSON:
+        """Channels of the workspace (public ones by default), paged (``limit`` ≤ 1000)."""
+        types = {t.strip() for t in str(args.get("types") or "public_channel").split(",")}
+        limit = min(max(_int_arg(args.get("limit"), 100), 1), 1000)
+        listed = [
+            c
+            for c in self.channels.values()
+            if ("private_channel" if c.is_private else "public_channel") in types
+        ]
+        start = _cursor_offset(args.get("cursor"))
+        page = listed[start : start + limit]
+        more = start + limit < len(listed)
+        return {
+            "channels": [
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "is_channel": True,
+                    "is_private": c.is_private,
+                    "is_member": c.is_member,
+                    "is_archived": False,
+                }
+                for c in page
+            ],
+            "response_metadata": {"next_cursor": _cursor(start + limit) if more else ""},
+        }
 
     # ------------------------------------------------------------------ response_url
 

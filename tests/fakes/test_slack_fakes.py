@@ -96,6 +96,69 @@ async def test_thread_replies(slack: FakeSlack, client: AsyncWebClient) -> None:
     assert [m.text for m in slack.replies("C0APPROVALS", parent["ts"])] == ["approved by alice"]
 
 
+async def test_history_pages_newest_first_with_metadata_on_request(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    meta = {"event_type": "card", "event_payload": {"id": "req_1"}}
+    first = await client.chat_postMessage(channel="#approvals", text="one", metadata=meta)
+    await client.chat_postMessage(channel="#approvals", text="reply", thread_ts=first["ts"])
+    for text in ("two", "three"):
+        await client.chat_postMessage(channel="#approvals", text=text)
+    slack.add_message("C0APPROVALS", "by a person", user="U0ALICE")
+
+    page = await client.conversations_history(channel="C0APPROVALS", limit=2)
+    assert [m["text"] for m in page["messages"]] == ["by a person", "three"]
+    assert page["has_more"] is True
+    assert "bot_id" not in page["messages"][0]
+    assert page["messages"][1]["bot_id"] == slack.bot_id
+    rest = await client.conversations_history(
+        channel="C0APPROVALS",
+        limit=2,
+        cursor=page["response_metadata"]["next_cursor"],
+        include_all_metadata=True,
+    )
+    assert [m["text"] for m in rest["messages"]] == ["two", "one"]  # no thread replies
+    assert rest["has_more"] is False
+    assert rest["messages"][1]["metadata"] == meta
+    plain = await client.conversations_history(channel="C0APPROVALS", oldest=first["ts"])
+    assert "one" not in [m["text"] for m in plain["messages"]]  # oldest is exclusive
+    assert all("metadata" not in m for m in plain["messages"])
+
+    by_name = await slack_error(client.conversations_history(channel="#approvals"))
+    assert by_name["error"] == "channel_not_found"
+    slack.add_channel("C0OUTSIDE", "outside", is_member=False)
+    outside = await slack_error(client.conversations_history(channel="C0OUTSIDE"))
+    assert outside["error"] == "not_in_channel"
+    bad = await slack_error(client.conversations_history(channel="C0APPROVALS", cursor="zz"))
+    assert bad["error"] == "invalid_cursor"
+
+
+async def test_metadata_must_have_a_type_and_a_payload(client: AsyncWebClient) -> None:
+    for metadata in (
+        {"event_type": "card"},
+        {"event_payload": {}},
+        {"event_type": 1, "event_payload": {}},
+    ):
+        failed = await slack_error(
+            client.chat_postMessage(channel="#approvals", text="x", metadata=metadata)
+        )
+        assert failed["error"] == "invalid_metadata_schema"
+
+
+async def test_conversations_list_pages_by_type(slack: FakeSlack, client: AsyncWebClient) -> None:
+    slack.add_channel("G0SECRET", "secret", is_private=True)
+    public = await client.conversations_list(limit=1)
+    names = [c["name"] for c in public["channels"]]
+    cursor = public["response_metadata"]["next_cursor"]
+    while cursor:
+        page = await client.conversations_list(limit=1, cursor=cursor)
+        names += [c["name"] for c in page["channels"]]
+        cursor = page["response_metadata"]["next_cursor"]
+    assert sorted(names) == ["approvals", "general"]
+    both = await client.conversations_list(types="public_channel,private_channel")
+    assert {c["id"] for c in both["channels"]} == {"C0APPROVALS", "C0GENERAL", "G0SECRET"}
+
+
 async def test_update_keeps_history(slack: FakeSlack, client: AsyncWebClient) -> None:
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "*pending*"}}]
     posted = await client.chat_postMessage(channel="#approvals", text="pending", blocks=blocks)

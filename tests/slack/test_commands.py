@@ -94,4 +94,7 @@ def test_manifest_points_at_the_public_url(
     assert printed["features"]["slash_commands"][0]["command"] == "/countersign"
     scopes = set(printed["oauth_config"]["scopes"]["bot"])
     assert {"chat:write", "users:read", "users:read.email", "commands", "im:write"} <= scopes
+    # conversations.history and conversations.list, to find a card whose post went unanswered
+    history = {"channels:history", "groups:history", "im:history", "channels:read", "groups:read"}
+    assert history <= scopes
     assert scopes == set(BOT_SCOPES)

@@ -311,22 +311,111 @@ async def test_a_database_drop_after_posting_does_not_post_the_card_twice(
     world: SlackWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The card went out, then its reference could not be stored for a few seconds."""
-    real = chat_store.add_card_ref
+    real = chat_store.set_card_message
     failures = {"left": 4}
 
-    def flaky(conn: Any, **kwargs: Any) -> None:
-        if kwargs["destination"].startswith("channel:") and failures["left"] > 0:
+    def flaky(conn: Any, ref: chat_store.CardRef, message_id: str, extra: Any) -> Any:
+        if ref.destination.startswith("channel:") and failures["left"] > 0:
             failures["left"] -= 1
-            raise OperationalError("INSERT INTO card_refs", {}, ConnectionError("connection lost"))
-        real(conn, **kwargs)
+            raise OperationalError("UPDATE card_refs", {}, ConnectionError("connection lost"))
+        return real(conn, ref, message_id, extra)
 
-    monkeypatch.setattr(chat_store, "add_card_ref", flaky)
+    monkeypatch.setattr(chat_store, "set_card_message", flaky)
     request_id = await world.create()
     await world.settle()
     assert failures["left"] == 0
     world.card(request_id)  # exactly one card in the channel
+    assert not world.slack.calls_to("conversations.history")  # the reference was stored
     await world.app[CHAT].run_job(request_id, "sync", retry=True)
     world.card(request_id)  # and still one after the job runs again
+
+
+async def _with_client_timeout(world: SlackWorld, seconds: float) -> aiohttp.ClientSession:
+    """Make the bot's Slack calls give up after ``seconds``; the shared session to put back."""
+    shared = world.app[SLACK].client.session
+    world.app[SLACK].client.session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=seconds)
+    )
+    return shared
+
+
+async def test_a_card_post_whose_answer_was_lost_is_found_not_posted_again(
+    world: SlackWorld,
+) -> None:
+    """RELIABILITY problem 3: Slack applies a ``chat.postMessage`` our client gave up on.
+
+    (In the soak: a replica killed while its post hung.) The retry finds the card
+    by its metadata in the channel's history and keeps that one up to date.
+    """
+    shared = await _with_client_timeout(world, 1)
+    try:
+        world.slack.hang("chat.postMessage", 2.5)  # the first post: the channel's card
+        request_id = await world.create()
+        await world.settle()  # the job failed on the timeout and waits for its retry
+        hung = world.slack.calls_to("chat.postMessage")[0]
+        assert hung.args["channel"] == "#approvals"
+        await _until(lambda: hung.status is not None, within=5)  # Slack applied it
+        assert hung.status == 200
+        await world.app[CHAT].run_job(request_id, "sync", retry=True)
+        await world.settle()
+        card = world.card(request_id)  # exactly one card in the channel
+        assert card.ts == hung.response["ts"]
+        looked = world.slack.calls_to("conversations.history")
+        assert looked and looked[0].args["channel"] == "C0APPROVALS"
+        assert world.slack.calls_to("conversations.list")  # "#approvals" → its id
+
+        status, _ = await world.click(cards.ACTION_APPROVE, request_id, "U0ALICE")
+        assert status == 200
+        await world.until_votes(request_id, 1)
+        await world.settle()
+        assert "1 of 2" in json.dumps(world.card(request_id).blocks)  # the found card is kept
+    finally:
+        await world.app[SLACK].client.session.close()
+        world.app[SLACK].client.session = shared
+
+
+async def test_a_lookalike_card_from_another_app_is_not_adopted(world: SlackWorld) -> None:
+    """Only this bot's message counts: any app can post our metadata."""
+    world.slack.fail("chat.postMessage", status=500, times=3)  # with the client's 2 retries
+    request_id = await world.create()
+    await world.settle()
+    assert not world.slack.messages_in("C0APPROVALS")
+    fake_card = world.slack.add_message(
+        "C0APPROVALS",
+        "Approved (not really)",
+        user="U0MALLORY",
+        bot_id="B0OTHER",
+        app_id="A0OTHER",
+        metadata={
+            "event_type": "countersign_card",
+            "event_payload": {"request_id": request_id, "destination": "channel:#approvals"},
+        },
+    )
+    await world.app[CHAT].run_job(request_id, "sync", retry=True)
+    await world.settle()
+    card = world.card(request_id)  # ours, posted now
+    assert card.ts != fake_card.ts
+    assert world.slack.calls_to("conversations.history")
+    status, _ = await world.click(cards.ACTION_APPROVE, request_id, "U0ALICE")
+    assert status == 200
+    await world.until_votes(request_id, 1)
+    await world.settle()
+    assert "1 of 2" in json.dumps(world.card(request_id).blocks)
+    assert not fake_card.updates
+
+
+async def test_without_the_history_scopes_a_card_in_doubt_is_posted_again(
+    world: SlackWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An install that lacks the history scopes: the card is posted again, with a warning."""
+    world.slack.fail("chat.postMessage", status=500, times=3)
+    world.slack.fail("conversations.list", status=200, error="missing_scope")
+    request_id = await world.create()
+    await world.settle()
+    await world.app[CHAT].run_job(request_id, "sync", retry=True)
+    await world.settle()
+    world.card(request_id)
+    assert "posting it again" in caplog.text
 
 
 async def test_a_late_older_update_applied_after_the_final_one_is_repaired(
@@ -342,8 +431,7 @@ async def test_a_late_older_update_applied_after_the_final_one_is_repaired(
     monkeypatch.setattr(worker_module, "RESYNC_AFTER_SECONDS", 8.0)
     # Production calls give up after 10 s; 1 s here keeps the test short.
     assert world.app[SLACK].client.session.timeout.total == API_TIMEOUT_SECONDS == 10
-    shared = world.app[SLACK].client.session
-    world.app[SLACK].client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1))
+    shared = await _with_client_timeout(world, 1)
     try:
         request_id = await world.create()
         await _posted(world, request_id)
