@@ -44,6 +44,8 @@ SELF = Path(__file__).resolve()
 sys.path.insert(0, str(SELF.parents[1]))
 
 from bench.common import client_token, free_port, pct, process, server_env  # noqa: E402
+from countersign.core.ids import id_floor  # noqa: E402
+from storage.repository import ID_WINDOW_MARGIN  # noqa: E402
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 BENCH_DB = "countersign_bench_history"
@@ -307,10 +309,15 @@ def bare_sql(
             "EXISTS (SELECT 1 FROM votes WHERE votes.request_id = requests.id "
             f"AND votes.voter = {mark(filters['approver'])})"
         )
+    # The same id bounds as the service's query (ids are time-ordered).
     if "since" in filters:
+        since = datetime.fromisoformat(filters["since"])
         where.append(f"created_at >= {mark(when(filters['since']))}")
+        where.append(f"id >= {mark(id_floor(since - ID_WINDOW_MARGIN))}")
     if "until" in filters:
+        until = datetime.fromisoformat(filters["until"])
         where.append(f"created_at < {mark(when(filters['until']))}")
+        where.append(f"id < {mark(id_floor(until + ID_WINDOW_MARGIN))}")
     if cursor is not None:
         where.append(f"id < {mark(cursor)}")
     sql = "SELECT * FROM requests"

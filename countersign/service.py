@@ -28,6 +28,7 @@ from countersign.core.errors import (
     NotFound,
 )
 from countersign.core.identity import normalize_email
+from countersign.core.ids import new_request_id
 from countersign.core.model import ApprovalRequest, Choice, RuleSnapshot, Status, Verdict
 from countersign.core.requests import RequestSpec, open_request, validate_spec
 from countersign.core.voting import (
@@ -79,11 +80,6 @@ _FINAL_EVENTS = {
     Status.EXPIRED: "request.expired",
     Status.CANCELLED: "request.cancelled",
 }
-
-
-def new_request_id() -> str:
-    """A new request id: ``req_`` and a ULID (time-ordered, so history pages by id)."""
-    return f"req_{ULID()}"
 
 
 def token_sha256(token: str) -> str:
@@ -161,7 +157,7 @@ class ApprovalService:
         )
         now = self.clock.now()
         request = open_request(
-            request_id=new_request_id(),
+            request_id=new_request_id(now),
             spec=spec,
             client=client.name,
             client_owner=client.owner,

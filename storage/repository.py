@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import exists, func, insert, select, update
@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from countersign.core.ids import id_floor
 from countersign.core.model import ApprovalRequest, Status, Vote
 from countersign.ports import ApiClient, DuplicateKey, HistoryQuery
 from storage import ledger, sqlite_writer
@@ -42,6 +43,11 @@ __all__ = ["CHANGES_CHANNEL", "SqlStore", "SqlTransaction", "history_statement"]
 
 T = TypeVar("T")
 
+# A request id's time is its ``created_at`` (``countersign.core.ids``), so a time
+# window is also a range of ids. Ids made before that held (wall clock, taken just
+# after ``created_at``) are covered by this margin on both bounds.
+ID_WINDOW_MARGIN = timedelta(seconds=60)
+
 # PostgreSQL NOTIFY channel carrying the ids of changed requests.
 CHANGES_CHANNEL = "countersign_requests"
 
@@ -52,6 +58,8 @@ def history_statement(query: HistoryQuery) -> Any:
     The client, status, action and requested-by filters each have an index ending
     in ``id`` (migration 0006), so such a page is a range of one index read
     backwards, never a sort of every matching row; the others walk the primary key.
+    ``since`` / ``until`` also bound the ids (ids are time-ordered), so a window in
+    the past starts where it is instead of walking every newer request.
     """
     stmt = select(R)
     if query.status is not None:
@@ -69,9 +77,13 @@ def history_statement(query: HistoryQuery) -> Any:
             exists().where(V.c.request_id == R.c.id, V.c.voter == query.approver.lower())
         )
     if query.since is not None:
-        stmt = stmt.where(R.c.created_at >= query.since)
+        stmt = stmt.where(
+            R.c.created_at >= query.since, R.c.id >= id_floor(query.since - ID_WINDOW_MARGIN)
+        )
     if query.until is not None:
-        stmt = stmt.where(R.c.created_at < query.until)
+        stmt = stmt.where(
+            R.c.created_at < query.until, R.c.id < id_floor(query.until + ID_WINDOW_MARGIN)
+        )
     if query.cursor is not None:
         stmt = stmt.where(R.c.id < query.cursor)
     return stmt.order_by(R.c.id.desc()).limit(query.limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -309,6 +310,31 @@ async def test_history_filters_and_pages(service: ApprovalService, clock: Manual
     assert len(await service.history(HistoryQuery(requested_by="u0@example.com"))) == 3
     assert len(await service.history(HistoryQuery(action="db.read"))) == 0
     assert len(await service.history(HistoryQuery(client="copilot", since=clock.now()))) == 1
+
+
+async def test_a_time_window_is_exact_at_its_edges(
+    service: ApprovalService, clock: ManualClock
+) -> None:
+    """``since`` / ``until`` also bound the ids; the window stays exact to the microsecond."""
+    client = await _client(service)
+    made = []
+    for step in (0, 86_400 * 30, 0.000_5, 0.000_5, 3_600):
+        clock.advance(seconds=step)
+        created = (await service.create_request(client, RequestSpec(**EXPORT))).request
+        made.append(created)
+    start, end = made[2].created_at, made[3].created_at  # half a millisecond apart
+    window = await service.history(HistoryQuery(since=start, until=end))
+    assert [r.id for r in window] == [made[2].id]
+    assert [r.id for r in await service.history(HistoryQuery(until=start))] == [
+        made[1].id,
+        made[0].id,
+    ]
+    assert [r.id for r in await service.history(HistoryQuery(since=end))] == [
+        made[4].id,
+        made[3].id,
+    ]
+    month_ago = await service.history(HistoryQuery(until=made[0].created_at + timedelta(days=1)))
+    assert [r.id for r in month_ago] == [made[0].id]
 
 
 async def test_clients(service: ApprovalService) -> None:

@@ -10,6 +10,7 @@ Migration 0006 added ``(client, id)``, ``(status, id)``, ``(action, id)`` and
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,13 @@ CASES = [
     (HistoryQuery(requested_by="Dana@Example.com"), "ix_requests_requested_by_lower_id"),
     (HistoryQuery(), None),
     (HistoryQuery(client="copilot", cursor="req_01M7Z9"), "ix_requests_client_id"),
+    # PERFORMANCE finding 3: a window in the past is a range of ids, not a walk from now.
+    (
+        HistoryQuery(
+            since=datetime(2026, 10, 1, tzinfo=UTC), until=datetime(2026, 10, 2, tzinfo=UTC)
+        ),
+        "(id>? AND id<?)",
+    ),
 ]
 
 
