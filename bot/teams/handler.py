@@ -22,6 +22,7 @@ from botbuilder.schema import (
     Attachment,
     ChannelAccount,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.teams.people import NoEmail, TeamsPeople, involved
@@ -31,8 +32,8 @@ from countersign.chat.commands import decode_more, parse_command
 from countersign.chat.queries import history_page, parse_edit, pending_for, refusal_for
 from countersign.core.errors import CountersignError
 from countersign.core.model import ApprovalRequest, Choice, Status
-from countersign.ports import HistoryQuery
-from countersign.service import ApprovalService
+from countersign.ports import DuplicateKey, HistoryQuery
+from countersign.service import SYNC_JOB, ApprovalService
 from storage import SqlStore
 from storage import chat as chat_store
 
@@ -47,6 +48,9 @@ NO_EMAIL = (
     "whether you may vote."
 )
 MAX_PENDING = 200
+# The destination prefix of a card found by its refresh (``_adopt``).
+FOUND = "found:"
+MAX_TRACKED = 10_000
 # Set once the bot's turn begins: an exception before it is an authentication failure.
 TURN_STARTED: contextvars.ContextVar[bool] = contextvars.ContextVar("turn_started", default=False)
 
@@ -102,6 +106,7 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         self.people = people
         self.store = SqlStore(engine)
         self._known: set[str] = set()
+        self._tracked: set[str] = set()  # card message ids known to be stored
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         """Every activity: remember its conversation, then dispatch."""
@@ -155,13 +160,26 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         value = activity.value or {}
         action = value.get("action") or {}
         data = dict(action.get("data") or {})
-        body = await self.act(turn_context, str(action.get("verb") or ""), data)
+        body = await self.act(
+            turn_context,
+            str(action.get("verb") or ""),
+            data,
+            automatic=value.get("trigger") == "automatic",
+        )
         return _invoke(body)
 
     async def act(
-        self, turn_context: TurnContext, verb: str, data: dict[str, Any]
+        self,
+        turn_context: TurnContext,
+        verb: str,
+        data: dict[str, Any],
+        *,
+        automatic: bool = False,
     ) -> dict[str, Any]:
-        """Do what a card action asks; the universal-action answer (a card or an error card)."""
+        """Do what a card action asks; the universal-action answer (a card or an error card).
+
+        ``automatic``: Teams refreshing a request card as someone looks at it.
+        """
         if verb == cards.VERB_MORE:
             try:
                 query = decode_more(str(data.get("more") or ""))
@@ -176,6 +194,8 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         try:
             if verb == cards.VERB_REFRESH:
                 request = await self.service.get_request(request_id)
+                if automatic:
+                    await self._adopt(turn_context, request)
             elif verb == cards.VERB_APPROVE:
                 comment = str(data.get(cards.INPUT_APPROVE_COMMENT) or "").strip() or None
                 request = (
@@ -212,6 +232,56 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         except CountersignError as err:
             return cards.invoke_error(err.code, str(err))
         return cards.invoke_response(await self.card_for(request, viewer=email))
+
+    async def _adopt(self, turn_context: TurnContext, request: ApprovalRequest) -> None:
+        """Keep a request card that nothing tracks up to date from now on.
+
+        Only request cards carry a ``refresh``, so an automatic refresh comes from
+        one of them; if its message is not among the request's card references,
+        its post's answer was lost (a replica killed mid-call) and the card was
+        posted again elsewhere. A Teams bot cannot list a conversation's messages,
+        so this is where such a card is found: it is stored (no vote replies
+        under it, so the thread is not repeated) and the next sync updates it.
+        """
+        activity = turn_context.activity
+        conversation = str(activity.conversation.id or "").split(";messageid=")[0]
+        if not activity.reply_to_id or not conversation:
+            return
+        message_id = f"{conversation}|{activity.reply_to_id}"
+        if message_id in self._tracked:
+            return
+        async with self.store.read() as tx:
+            refs = await chat_store.card_refs(tx.conn, request.id, PLATFORM)
+        if any(ref.message_id == message_id for ref in refs):
+            self._tracked.add(message_id)
+            return
+        now = self.service.clock.now()
+        extra = {"quiet": True, "replied": [vote.voter for vote in request.votes]}
+
+        def write(conn: Any) -> None:
+            chat_store.add_card_ref(
+                conn,
+                request_id=request.id,
+                platform=PLATFORM,
+                destination=f"{FOUND}{conversation}",
+                message_id=message_id,
+                extra=extra,
+                now=now,
+            )
+            chat_store.enqueue_job(conn, request.id, SYNC_JOB, now)
+
+        try:
+            await self.store.write_job(write)
+        except (IntegrityError, DuplicateKey):
+            pass  # another refresh of the same card stored it first
+        else:
+            # The chat worker's next poll (within a second) runs the sync.
+            log.warning(
+                "found an untracked card of %s (%s): keeping it true", request.id, message_id
+            )
+        self._tracked.add(message_id)
+        if len(self._tracked) > MAX_TRACKED:
+            self._tracked.clear()
 
     async def card_for(self, request: ApprovalRequest, *, viewer: str | None) -> dict[str, Any]:
         """The request card as ``viewer`` sees it (refreshing for every approver we know)."""

@@ -371,6 +371,8 @@ class ChatWorker:
             return
         try:
             for vote in request.votes:
+                if extra.get("quiet"):  # a card found again: its replies went elsewhere
+                    break
                 if vote.voter not in replied:
                     await messenger.reply(ref.message_id, request, vote=vote)
                     replied.append(vote.voter)

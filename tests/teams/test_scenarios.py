@@ -9,6 +9,7 @@ import zipfile
 
 from slack_sdk.errors import SlackApiError
 
+from bot.teams import TEAMS
 from cards import teams as cards
 from countersign.core.model import Status
 from countersign.server import CHAT, ENGINE
@@ -381,3 +382,58 @@ async def test_a_rule_that_asks_for_a_comment_gets_one_from_teams(world: TeamsWo
     status, _ = await world.click(cards.VERB_APPROVE, other, "29:bob", world.channel)
     assert status == 200
     assert (await world.request(other)).votes[0].comment is None
+
+
+async def test_an_untracked_card_is_found_by_its_refresh_and_kept_true(world: TeamsWorld) -> None:
+    """RELIABILITY problem 3 on Teams: a card whose post's answer was lost.
+
+    A replica killed after Teams took the post leaves a card nothing tracks (the
+    retry posted another one). Teams cannot list a conversation's messages, but
+    an approver's client refreshes the card as they look at it: from then on the
+    chat worker keeps it true too, without repeating the vote replies under it.
+    """
+    request_id = await world.create()
+    await world.settle()
+    (tracked,) = await world.cards_of(request_id, world.channel)
+    request = await world.request(request_id)
+    lost = await world.app[TEAMS].messenger.post("channel:Ops/General", request)
+    orphan_id = lost.rpartition("|")[2]
+    alice = world.bf.personal_conversation_id("29:alice")
+    for user in ("29:alice", "29:bob"):
+        status, _ = await world.click(cards.VERB_APPROVE, request_id, user, alice)
+        assert status == 200
+    assert (await world.request(request_id)).status is Status.APPROVED
+    await world.settle()
+    orphan = next(a for a in world.bf.activities(world.channel) if a.id == orphan_id)
+    assert _verbs(orphan.card or {}), "the untracked card was updated: nothing to find"
+
+    refresh = acts.invoke_action(
+        cards.VERB_REFRESH,
+        {"request_id": request_id},
+        app_id=APP_ID,
+        reply_to_id=orphan_id,
+        trigger="automatic",
+        **world.bf.sender_kwargs("29:carol"),
+        **world.bf.conversation_kwargs(world.channel),
+    )
+    for _ in range(2):  # Teams refreshes again on the next look: stored once
+        status, body = await world.send(refresh)
+        assert status == 200
+        assert "Approved" in json.dumps(body["value"])  # the viewer sees the truth at once
+    await world.settle()
+    orphan = next(a for a in world.bf.activities(world.channel) if a.id == orphan_id)
+    assert _verbs(orphan.card or {}) == []
+    assert "Approved" in json.dumps(orphan.card)
+    async with SqlStore(world.app[ENGINE]).read() as tx:
+        refs = await chat_store.card_refs(tx.conn, request_id, "teams")
+    assert [r.message_id for r in refs].count(lost) == 1
+    replies = [a for a in world.bf.activities(world.channel) if a.thread_id == orphan_id]
+    assert [a.id for a in replies] == [orphan_id]  # the votes' replies are under the other card
+    assert [a.id for a in world.bf.activities(world.channel) if a.thread_id == tracked.id][1:]
+
+    # A manual refresh (the "Open" button of a list) or a tracked card adds nothing.
+    manual = {**refresh, "value": {**refresh["value"], "trigger": "manual"}}
+    status, _ = await world.send({**manual, "replyToId": "1700000009999"})
+    assert status == 200
+    async with SqlStore(world.app[ENGINE]).read() as tx:
+        assert len(await chat_store.card_refs(tx.conn, request_id, "teams")) == len(refs)
