@@ -9,11 +9,14 @@ channel card go into its thread (``;messageid=``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from botbuilder.core import BotAdapter, MessageFactory, TurnContext
 from botbuilder.schema import ConversationReference
+from botframework.connector.models import ErrorResponseException
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.teams.handler import CountersignTeamsBot, card_attachment
@@ -23,6 +26,8 @@ from countersign.chat.ports import DirectKind, Unreachable
 from countersign.core.model import ApprovalRequest, Vote
 from storage import SqlStore
 from storage import chat as chat_store
+
+log = logging.getLogger("countersign.teams")
 
 __all__ = ["TeamsMessenger", "split_message_id"]
 
@@ -133,7 +138,13 @@ class TeamsMessenger:
             activity.id = activity_id
             await turn_context.update_activity(activity)
 
-        await self._in(conversation, work)
+        try:
+            await self._in(conversation, work)
+        except ErrorResponseException as exc:
+            if getattr(exc.response, "status_code", None) != HTTPStatus.NOT_FOUND:
+                raise  # anything else is retried
+            # Someone deleted the card: it stays deleted (as on Slack), not retried forever.
+            log.info("Teams card %s is gone; not updating it", message_id)
 
     async def reply(
         self,

@@ -861,6 +861,11 @@ class FakeBotFramework:
         with self._lock:
             return copy.deepcopy(self._activities[activity_id])
 
+    def delete_by_user(self, activity_id: str) -> None:
+        """Someone deletes the message in Teams (the bot's later updates get 404)."""
+        with self._lock:
+            self._activities[activity_id].deleted = True
+
     async def wait_for(
         self,
         predicate: str | Callable[[Call], bool],

@@ -8,6 +8,7 @@ import json
 import zipfile
 
 from slack_sdk.errors import SlackApiError
+from sqlalchemy import select
 
 from bot.teams import TEAMS
 from cards import teams as cards
@@ -437,3 +438,24 @@ async def test_an_untracked_card_is_found_by_its_refresh_and_kept_true(world: Te
     assert status == 200
     async with SqlStore(world.app[ENGINE]).read() as tx:
         assert len(await chat_store.card_refs(tx.conn, request_id, "teams")) == len(refs)
+
+
+async def test_a_card_someone_deleted_stays_deleted_and_the_job_carries_on(
+    world: TeamsWorld,
+) -> None:
+    """``update_activity`` answers 404: like Slack's ``message_not_found``, not retried forever."""
+    request_id = await world.create()
+    await world.settle()
+    (card,) = await world.cards_of(request_id, world.channel)
+    world.bf.delete_by_user(card.id)
+    alice = world.bf.personal_conversation_id("29:alice")
+    status, _ = await world.click(cards.VERB_APPROVE, request_id, "29:alice", alice)
+    assert status == 200
+    await world.settle()
+    async with SqlStore(world.app[ENGINE]).read() as tx:
+        failed = await tx.conn.execute(
+            select(chat_store.J.c.last_error).where(chat_store.J.c.last_error.is_not(None))
+        )
+        assert list(failed) == []
+    (mine,) = await world.cards_of(request_id, alice)
+    assert "1 of 2" in json.dumps(mine.card)  # the other cards were still updated
