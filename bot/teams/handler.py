@@ -195,7 +195,10 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
             if verb == cards.VERB_REFRESH:
                 request = await self.service.get_request(request_id)
                 if automatic:
-                    await self._adopt(turn_context, request)
+                    try:
+                        await self._adopt(turn_context, request)
+                    except Exception:  # the viewer's refresh is answered regardless
+                        log.exception("could not store the refreshed card of %s", request.id)
             elif verb == cards.VERB_APPROVE:
                 comment = str(data.get(cards.INPUT_APPROVE_COMMENT) or "").strip() or None
                 request = (
@@ -244,8 +247,10 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         under it, so the thread is not repeated) and the next sync updates it.
         """
         activity = turn_context.activity
+        if activity.conversation is None or not activity.reply_to_id:
+            return
         conversation = str(activity.conversation.id or "").split(";messageid=")[0]
-        if not activity.reply_to_id or not conversation:
+        if not conversation:
             return
         message_id = f"{conversation}|{activity.reply_to_id}"
         if message_id in self._tracked:

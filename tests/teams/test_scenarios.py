@@ -7,8 +7,10 @@ import io
 import json
 import zipfile
 
+import pytest
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from bot.teams import TEAMS
 from cards import teams as cards
@@ -459,3 +461,29 @@ async def test_a_card_someone_deleted_stays_deleted_and_the_job_carries_on(
         assert list(failed) == []
     (mine,) = await world.cards_of(request_id, alice)
     assert "1 of 2" in json.dumps(mine.card)  # the other cards were still updated
+
+
+async def test_a_refresh_is_answered_even_when_its_card_cannot_be_stored(
+    world: TeamsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding a card again is a bonus: a database error there never fails the viewer's refresh."""
+    request_id = await world.create()
+    await world.settle()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OperationalError("INSERT INTO card_refs", {}, ConnectionError("connection lost"))
+
+    monkeypatch.setattr(chat_store, "add_card_ref", broken)
+    refresh = acts.invoke_action(
+        cards.VERB_REFRESH,
+        {"request_id": request_id},
+        app_id=APP_ID,
+        reply_to_id="1700000009999",
+        trigger="automatic",
+        **world.bf.sender_kwargs("29:carol"),
+        **world.bf.conversation_kwargs(world.channel),
+    )
+    status, body = await world.send(refresh)
+    assert status == 200
+    assert body["statusCode"] == 200
+    assert request_id in json.dumps(body["value"])
