@@ -14,6 +14,7 @@ instead of being posted twice: ``find``.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ __all__ = ["CARD_EVENT", "FIND_SCAN_LIMIT", "SlackMessenger", "split_message_id"
 
 log = logging.getLogger("countersign.slack")
 
+# A conversation id (public or private channel, DM), as opposed to a channel name.
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
 # The metadata event type of a request card.
 CARD_EVENT = "countersign_card"
 # How far back ``find`` reads a conversation (newest first), in messages: a card
@@ -175,8 +178,9 @@ class SlackMessenger:
             return await self._dm_channel(target)
         if kind != "channel":
             return None
-        if not target.startswith("#"):
+        if _CHANNEL_ID.fullmatch(target):
             return target
+        target = "#" + target.removeprefix("#")
         if target not in self._channel_ids:
             cursor: str | None = None
             while True:

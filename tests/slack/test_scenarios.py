@@ -459,3 +459,18 @@ async def test_a_late_older_update_applied_after_the_final_one_is_repaired(
     finally:
         await world.app[SLACK].client.session.close()
         world.app[SLACK].client.session = shared
+
+
+async def test_find_reads_a_channel_given_by_id_or_by_name(world: SlackWorld) -> None:
+    """History takes ids: an id is used as is, a name (with or without ``#``) is listed once."""
+    messenger = world.app[SLACK].messenger
+    request_id = await world.create()
+    await world.settle()
+    request = await world.request(request_id)
+    by_id = await messenger.post("channel:C0APPROVALS", request)
+    assert await messenger.find("channel:C0APPROVALS", request) == by_id
+    assert not world.slack.calls_to("conversations.list")
+    found = await messenger.find("channel:#approvals", request)
+    assert found is not None and found != by_id  # the policy's own card, not the one by id
+    assert await messenger.find("channel:approvals", request) is None  # another destination
+    assert len(world.slack.calls_to("conversations.list")) == 1  # names are cached
