@@ -189,6 +189,10 @@ class Store(Protocol):
         """A read-only transaction."""
         ...
 
+    async def request_by_id(self, request_id: str) -> ApprovalRequest | None:
+        """One request with its votes, in one consistent read (no lock)."""
+        ...
+
     async def client_by_token(self, token_sha256: str) -> ApiClient | None:
         """The client whose token hashes to ``token_sha256`` (revoked or not), in one statement."""
         ...

@@ -230,8 +230,7 @@ class ApprovalService:
 
     async def get_request(self, request_id: str, *, client: str | None = None) -> ApprovalRequest:
         """One request; ``NotFound`` if absent or (with ``client``) not that client's."""
-        async with self.store.read() as tx:
-            request = await tx.get_request(request_id)
+        request = await self.store.request_by_id(request_id)
         if request is None or (client is not None and request.client != client):
             raise NotFound(request_id)
         return request

@@ -33,6 +33,7 @@ __all__ = [
     "TeamsConversation",
     "add_card_ref",
     "card_refs",
+    "card_refs_now",
     "claim_jobs",
     "enqueue_job",
     "find_teams_channel",
@@ -208,6 +209,12 @@ async def card_refs(
     if platform is not None:
         query = query.where(K.c.platform == platform)
     return [_ref(row) for row in await conn.execute(query.order_by(K.c.id))]
+
+
+def card_refs_now(conn: Connection, request_id: str, platform: str) -> list[CardRef]:
+    """``card_refs`` on a blocking connection (``SqlStore.read_job``)."""
+    query = select(K).where(K.c.request_id == request_id, K.c.platform == platform)
+    return [_ref(row) for row in conn.execute(query.order_by(K.c.id))]
 
 
 def add_card_ref(

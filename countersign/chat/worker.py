@@ -426,8 +426,9 @@ class ChatWorker:
     # -- card references -----------------------------------------------------------------
 
     async def _refs(self, request_id: str, platform: str) -> list[store.CardRef]:
-        async with self.store.read() as tx:
-            return await store.card_refs(tx.conn, request_id, platform)
+        return await self.store.read_job(
+            lambda conn: store.card_refs_now(conn, request_id, platform)
+        )
 
     async def _remember(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -377,3 +378,26 @@ async def test_nul_characters_from_chat_never_reach_the_database(
     )
     stored = await service.get_request(request.id)
     assert stored.votes[0].comment == "ok then"
+
+
+async def test_a_request_read_alone_is_the_request_read_in_a_transaction(
+    service: ApprovalService, store: SqlStore
+) -> None:
+    """``Store.request_by_id`` (one snapshot job, no lock) reads what a transaction reads."""
+    client = await _client(service)
+    request_id = (await service.create_request(client, RequestSpec(**EXPORT))).request.id
+    await service.cast_vote(request_id, "alice@example.com", "slack", "approve", comment="ok")
+    async with store.read() as tx:
+        in_transaction = await tx.get_request(request_id)
+    alone = await store.request_by_id(request_id)
+    assert alone == in_transaction
+    assert alone is not None and [v.voter for v in alone.votes] == ["alice@example.com"]
+    assert await store.request_by_id("req_none") is None
+    # Reads never hold anything: a write goes through while reads run back to back.
+    reads = [store.request_by_id(request_id) for _ in range(20)]
+    vote = service.cast_vote(request_id, "bob@example.com", "slack", "approve")
+    *seen, voted = await asyncio.gather(*reads, vote)
+    assert voted.request.status.value == "approved"
+    # Each read is one snapshot: before the vote or after it, never a mix of both.
+    states = {(r.status.value, len(r.votes)) for r in seen if r is not None}
+    assert states <= {("pending", 1), ("approved", 2)}, states
