@@ -180,10 +180,17 @@ class ChatWorker:
         return len(jobs)
 
     async def drain(self) -> None:
-        """Run due jobs until none is left (tests and shutdown use it)."""
-        while await self.run_due():
-            await asyncio.gather(*list(self._running), return_exceptions=True)
-        await asyncio.gather(*list(self._running), return_exceptions=True)
+        """Run due jobs until none is left (tests and shutdown use it).
+
+        A job of a request whose other job is running (here or in the background
+        loop) cannot be claimed until that one ends: claim again after every wait.
+        """
+        while True:
+            claimed = await self.run_due()
+            if self._running:
+                await asyncio.gather(*list(self._running), return_exceptions=True)
+            elif not claimed:
+                return
 
     async def _run(self, job: store.ChatJob) -> None:
         async with self._slots:
@@ -289,6 +296,7 @@ class ChatWorker:
     ) -> None:
         refs = await self._refs(request.id, messenger.platform)
         have = {ref.destination: ref for ref in refs}
+        current = {ref.id: ref for ref in refs}  # a settled intent keeps its row id
         for destination in destinations(request, self._notify(request, messenger.platform)):
             # A request decided before its card reached a channel (the platform was
             # down, or the others were quicker) still gets its card there, final, so
@@ -297,10 +305,14 @@ class ChatWorker:
             ref = have.get(destination)
             if (ref is None and wanted) or (ref is not None and _posting(ref)):
                 ref = await self._post(messenger, destination, request, ref, wanted=wanted)
-                have[destination] = ref
-        for ref in have.values():
+                current[ref.id] = ref
+        refreshed: set[str] = set()
+        for ref in current.values():
             if ref.destination.startswith("outcome:") or not _live(ref):
                 continue
+            if ref.message_id in refreshed:
+                continue  # stored twice (found again while its post was being stored)
+            refreshed.add(ref.message_id)
             await self._refresh(messenger, ref, request, force)
         if request.status.is_final and request.requested_by:
             key = f"outcome:{request.requested_by}"

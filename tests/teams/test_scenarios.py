@@ -401,6 +401,8 @@ async def test_an_untracked_card_is_found_by_its_refresh_and_kept_true(world: Te
     request = await world.request(request_id)
     lost = await world.app[TEAMS].messenger.post("channel:Ops/General", request)
     orphan_id = lost.rpartition("|")[2]
+    other_lost = await world.app[TEAMS].messenger.post("channel:Ops/General", request)
+    other_id = other_lost.rpartition("|")[2]
     alice = world.bf.personal_conversation_id("29:alice")
     for user in ("29:alice", "29:bob"):
         status, _ = await world.click(cards.VERB_APPROVE, request_id, user, alice)
@@ -423,10 +425,13 @@ async def test_an_untracked_card_is_found_by_its_refresh_and_kept_true(world: Te
         status, body = await world.send(refresh)
         assert status == 200
         assert "Approved" in json.dumps(body["value"])  # the viewer sees the truth at once
+    status, _ = await world.send({**refresh, "replyToId": other_id})  # a second one, same place
+    assert status == 200
     await world.settle()
-    orphan = next(a for a in world.bf.activities(world.channel) if a.id == orphan_id)
-    assert _verbs(orphan.card or {}) == []
-    assert "Approved" in json.dumps(orphan.card)
+    for found_id in (orphan_id, other_id):
+        orphan = next(a for a in world.bf.activities(world.channel) if a.id == found_id)
+        assert _verbs(orphan.card or {}) == []
+        assert "Approved" in json.dumps(orphan.card)
     async with SqlStore(world.app[ENGINE]).read() as tx:
         refs = await chat_store.card_refs(tx.conn, request_id, "teams")
     assert [r.message_id for r in refs].count(lost) == 1
