@@ -428,14 +428,18 @@ async def test_a_late_older_update_applied_after_the_final_one_is_repaired(
     Slack applies the hung (pending) update last. Only the forced re-sync that
     follows every failed sync, later than such a call can land, repairs the card.
     """
-    monkeypatch.setattr(worker_module, "RESYNC_AFTER_SECONDS", 8.0)
+    # The hung update lands 10 s after vote 1's job sent it (its client gave up after
+    # 1 s); the re-sync comes 12 s after that failure, past the landing. Wide margins:
+    # under a loaded CI host a job can take seconds to get its turn.
+    monkeypatch.setattr(worker_module, "RESYNC_AFTER_SECONDS", 12.0)
     # Production calls give up after 10 s; 1 s here keeps the test short.
     assert world.app[SLACK].client.session.timeout.total == API_TIMEOUT_SECONDS == 10
     shared = await _with_client_timeout(world, 1)
     try:
         request_id = await world.create()
         await _posted(world, request_id)
-        world.slack.hang("chat.update", 6.0)  # past the retry after the timeout too
+        since = len(world.slack.calls)
+        world.slack.hang("chat.update", 10.0)  # past the retry after the timeout too
         status, _ = await world.click(cards.ACTION_APPROVE, request_id, "U0ALICE")
         assert status == 200
         await world.until_votes(request_id, 1)
@@ -443,19 +447,19 @@ async def test_a_late_older_update_applied_after_the_final_one_is_repaired(
         assert status == 200
         await world.until_votes(request_id, 2)
         assert (await world.request(request_id)).status is Status.APPROVED
+        hung = await world.slack.wait_for("chat.update", since=since, answered=False)
 
         def final() -> bool:
             return not _buttons(world.card(request_id).blocks)
 
-        await _until(final, within=5)  # vote 2's job (after the timed-out one)
-        assert final()
-        # The hung update lands 6 s after vote 1 and turns the card back to pending.
-        await _until(lambda: not final(), within=10)
-        assert not final(), "the late update never landed: the test did not set up the race"
-        # The re-sync (8 s after the failed job, past the hang) makes it final for good.
-        await _until(final, within=10)
-        assert final(), "the card stayed stale"
+        await _until(lambda: hung.status is not None, within=20)  # Slack applied it
+        await _until(final, within=20)  # and the re-sync repaired it
+        shown = [not _buttons(state.blocks) for state in world.card(request_id).history]
+        assert final(), f"the card stayed stale: {shown}"
         assert "Approved" in json.dumps(world.card(request_id).blocks)
+        # The race happened: final, then the late (pending) update, then final again.
+        first_final = shown.index(True)
+        assert False in shown[first_final:], f"no late update after the final card: {shown}"
     finally:
         await world.app[SLACK].client.session.close()
         world.app[SLACK].client.session = shared
