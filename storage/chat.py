@@ -33,7 +33,6 @@ __all__ = [
     "TeamsConversation",
     "add_card_ref",
     "card_refs",
-    "card_refs_now",
     "claim_jobs",
     "enqueue_job",
     "find_teams_channel",
@@ -201,18 +200,8 @@ def _ref(row: Any) -> CardRef:
     )
 
 
-async def card_refs(
-    conn: AsyncConnection, request_id: str, platform: str | None = None
-) -> list[CardRef]:
-    """The messages posted for a request (on one platform, or all), oldest first."""
-    query = select(K).where(K.c.request_id == request_id)
-    if platform is not None:
-        query = query.where(K.c.platform == platform)
-    return [_ref(row) for row in await conn.execute(query.order_by(K.c.id))]
-
-
-def card_refs_now(conn: Connection, request_id: str, platform: str) -> list[CardRef]:
-    """``card_refs`` on a blocking connection (``SqlStore.read_job``)."""
+def card_refs(conn: Connection, request_id: str, platform: str) -> list[CardRef]:
+    """The messages posted for a request on one platform, oldest first (``SqlStore.read_job``)."""
     query = select(K).where(K.c.request_id == request_id, K.c.platform == platform)
     return [_ref(row) for row in conn.execute(query.order_by(K.c.id))]
 

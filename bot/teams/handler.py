@@ -255,8 +255,9 @@ class CountersignTeamsBot(TeamsActivityHandler):  # type: ignore[misc]
         message_id = f"{conversation}|{activity.reply_to_id}"
         if message_id in self._tracked:
             return
-        async with self.store.read() as tx:
-            refs = await chat_store.card_refs(tx.conn, request.id, PLATFORM)
+        refs = await self.store.read_job(
+            lambda conn: chat_store.card_refs(conn, request.id, PLATFORM)
+        )
         if any(ref.message_id == message_id for ref in refs):
             self._tracked.add(message_id)
             return

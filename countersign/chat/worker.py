@@ -438,9 +438,7 @@ class ChatWorker:
     # -- card references -----------------------------------------------------------------
 
     async def _refs(self, request_id: str, platform: str) -> list[store.CardRef]:
-        return await self.store.read_job(
-            lambda conn: store.card_refs_now(conn, request_id, platform)
-        )
+        return await self.store.read_job(lambda conn: store.card_refs(conn, request_id, platform))
 
     async def _remember(
         self,

@@ -133,8 +133,9 @@ class TeamsWorld:
 
     async def cards_of(self, request_id: str, conversation: str) -> list[StoredActivity]:
         """The request cards of ``request_id`` posted in a conversation (as remembered)."""
-        async with SqlStore(self.app[ENGINE]).read() as tx:
-            refs = await chat_store.card_refs(tx.conn, request_id, "teams")
+        refs = await SqlStore(self.app[ENGINE]).read_job(
+            lambda conn: chat_store.card_refs(conn, request_id, "teams")
+        )
         ids = [
             ref.message_id.rpartition("|")[2]
             for ref in refs

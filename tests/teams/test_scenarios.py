@@ -432,8 +432,8 @@ async def test_an_untracked_card_is_found_by_its_refresh_and_kept_true(world: Te
         orphan = next(a for a in world.bf.activities(world.channel) if a.id == found_id)
         assert _verbs(orphan.card or {}) == []
         assert "Approved" in json.dumps(orphan.card)
-    async with SqlStore(world.app[ENGINE]).read() as tx:
-        refs = await chat_store.card_refs(tx.conn, request_id, "teams")
+    store = SqlStore(world.app[ENGINE])
+    refs = await store.read_job(lambda conn: chat_store.card_refs(conn, request_id, "teams"))
     assert [r.message_id for r in refs].count(lost) == 1
     replies = [a for a in world.bf.activities(world.channel) if a.thread_id == orphan_id]
     assert [a.id for a in replies] == [orphan_id]  # the votes' replies are under the other card
@@ -443,8 +443,8 @@ async def test_an_untracked_card_is_found_by_its_refresh_and_kept_true(world: Te
     manual = {**refresh, "value": {**refresh["value"], "trigger": "manual"}}
     status, _ = await world.send({**manual, "replyToId": "1700000009999"})
     assert status == 200
-    async with SqlStore(world.app[ENGINE]).read() as tx:
-        assert len(await chat_store.card_refs(tx.conn, request_id, "teams")) == len(refs)
+    again = await store.read_job(lambda conn: chat_store.card_refs(conn, request_id, "teams"))
+    assert len(again) == len(refs)
 
 
 async def test_a_card_someone_deleted_stays_deleted_and_the_job_carries_on(
